@@ -58,6 +58,36 @@ CATALOGUE: dict[int, tuple[int, str]] = {
     3250: (16, "The value '{}' is not within range for the {} parameter."),
     4208: (16, "The statement BACKUP LOG is not allowed while the recovery model is SIMPLE. Use BACKUP DATABASE or change the recovery model using ALTER DATABASE."),
     3031: (16, "Option '{}' conflicts with option(s) '{}'. Remove the conflicting option and reissue the statement."),
+    # T-SQL recogniser (vdisim/engine/tsql.py).  Source: Microsoft "Database engine events and
+    # errors" tables (sql-docs, docs/relational-databases/errors-events/), texts verbatim.
+    103: (15, "The {} that starts with '{}' is too long. Maximum length is {}."),
+    105: (15, "Unclosed quotation mark after the character string '{}'."),
+    113: (15, "Missing end comment mark '*/'."),
+    119: (15, "Must pass parameter number {} and subsequent parameters as '@name = value'. "
+              "After the form '@name = value' has been used, all subsequent parameters must "
+              "be passed in the form '@name = value'."),
+    137: (15, 'Must declare the scalar variable "{}".'),
+    201: (16, "Procedure or function '{}' expects parameter '{}', which was not supplied."),
+    207: (16, "Invalid column name '{}'."),
+    245: (16, "Conversion failed when converting the {} value '{}' to data type {}."),
+    1038: (15, "An object or column name is missing or empty. For SELECT INTO statements, "
+               "verify each column has a name. For other statements, look for empty aliases. "
+               "Aliases defined as \"\" or [] are not allowed. Change the alias to a valid name."),
+    2812: (16, "Could not find stored procedure '{}'."),
+    3011: (16, "All backup devices must be of the same general class "
+               "(for example, DISK and TAPE)."),
+    3025: (16, "Missing database name. Reissue the statement specifying a valid database name."),
+    3032: (16, "One or more of the options ({}) are not supported for this statement. "
+               "Review the documentation for supported options."),
+    3044: (16, "Invalid zero-length device name. "
+               "Reissue the BACKUP statement with a valid device name."),
+    3253: (16, "The block size parameter must supply a value that is a power of 2."),
+    3277: (16, "WITH SNAPSHOT must be used with only one virtual device."),
+    8114: (16, "Error converting data type {} to {}."),
+    8115: (16, "Arithmetic overflow error converting {} to data type {}."),
+    8143: (16, "Parameter '{}' was supplied multiple times."),
+    8144: (16, "Procedure or function {} has too many arguments specified."),
+    8145: (16, "{} is not a parameter for procedure {}."),
     # Catch-all for statements the emulator does not implement
     40517: (16, "Keyword or statement option '{}' is not supported in this version of SQL Server."),
 }
