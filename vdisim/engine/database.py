@@ -244,7 +244,8 @@ def page_header(buf: bytes | bytearray | memoryview, index: int) -> tuple[int, i
     return pid, lsn, db_id, crc
 
 
-def _read_header(buf: bytes | bytearray | memoryview, start: int) -> tuple[bytes, int, int, int, int]:
+def _read_header(buf: bytes | bytearray | memoryview,
+                 start: int) -> tuple[bytes, int, int, int, int]:
     magic, pid, lsn, db_id, crc = PAGE_HEADER.unpack_from(buf, start)
     return bytes(magic), int(pid), int(lsn), int(db_id), int(crc)
 

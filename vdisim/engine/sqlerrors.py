@@ -88,6 +88,16 @@ CATALOGUE: dict[int, tuple[int, str]] = {
     8143: (16, "Parameter '{}' was supplied multiple times."),
     8144: (16, "Procedure or function {} has too many arguments specified."),
     8145: (16, "{} is not a parameter for procedure {}."),
+    # Media format and restore sequencing (vdisim/engine/media.py).  Texts from the
+    # "Database engine events and errors" table in MicrosoftDocs/sql-docs.
+    927: (14, "Database '{}' cannot be opened. It is in the middle of a restore."),
+    3118: (16, "The database \"{}\" does not exist. RESTORE can only create a database when restoring either a full backup or a file backup of the primary file."),
+    3120: (16, "This backup set will not be restored because all data has already been restored to a point beyond the time covered by this backup set."),
+    3136: (16, "This differential backup cannot be restored because the database has not been restored to the correct earlier state."),
+    3153: (16, "The database is already fully recovered."),
+    3208: (16, "Unexpected end of file while reading beginning of backup set. Confirm that the media contains a valid SQL Server backup set, and see the console error log for more details."),
+    3231: (16, "The media loaded on \"{}\" is formatted to support {} media families, but {} media families are expected according to the backup device specification."),
+    3258: (16, "The volume on the device \"{}\" is not part of the media set that is currently being processed. Ensure that the backup devices are loaded with the correct media."),
     # Catch-all for statements the emulator does not implement
     40517: (16, "Keyword or statement option '{}' is not supported in this version of SQL Server."),
 }

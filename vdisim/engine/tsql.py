@@ -23,7 +23,7 @@ batch) is first read completely; syntax errors (102, 103, 105, 113, 119, 155, 13
 come from that pass in source order.  Each statement is then checked in this order:
 
 1. 40517 -- the first option or clause the emulator knows but does not implement;
-2. 3205 (more than 64 devices), 3044 (empty device name), 3025 (empty database name),
+2. 3025 (empty database name), 3205 (more than 64 devices), 3044 (empty device name),
    3011 (devices of different classes);
 3. 3032 -- options that exist but do not apply to this statement (all of them, lower case);
 4. 3031 -- the first option that conflicts with (or repeats) a later one;
@@ -438,7 +438,7 @@ def _tokenize(sql: str) -> list[_Token]:
         elif c == "'":
             value, i = _scan_delimited(sql, i, "'")
             toks.append(_Token("string", value, sql[start:i], start, i))
-        elif c in "[\"":
+        elif c in '["':
             value, i = _scan_delimited(sql, i, "]" if c == "[" else '"')
             _check_length(value)
             toks.append(_Token("qident", value, sql[start:i], start, i))
@@ -498,7 +498,7 @@ _UNSUPPORTED_STATEMENTS = frozenset(
     """INSERT UPDATE DELETE MERGE DECLARE PRINT WHILE RETURN DBCC WAITFOR GRANT REVOKE DENY
     TRUNCATE SAVE RAISERROR THROW CHECKPOINT KILL SHUTDOWN RECONFIGURE GOTO BREAK CONTINUE
     OPEN CLOSE FETCH DEALLOCATE BULK READTEXT WRITETEXT UPDATETEXT REVERT SETUSER DUMP LOAD
-    DISABLE ENABLE MOVE GET SEND RECEIVE END""".split()
+    DISABLE ENABLE MOVE GET SEND RECEIVE""".split()
 )
 
 # Keywords that start a statement: a SET statement's text stops before one of them.
@@ -542,9 +542,7 @@ _OPTION_GRAMMAR: dict[str, str] = {
         NEW_BROKER""".split(),
         _G_UNSUPPORTED_FLAG,
     ),
-    **dict.fromkeys(
-        "PASSWORD MEDIAPASSWORD STANDBY STOPAT DBNAME".split(), _G_UNSUPPORTED_VALUE
-    ),
+    **dict.fromkeys("PASSWORD MEDIAPASSWORD STANDBY STOPAT DBNAME".split(), _G_UNSUPPORTED_VALUE),
     **dict.fromkeys("STOPATMARK STOPBEFOREMARK".split(), _G_UNSUPPORTED_MARK),
     **dict.fromkeys("ENCRYPTION FILESTREAM".split(), _G_UNSUPPORTED_PARENS),
 }
@@ -691,11 +689,11 @@ class _Options:
             return False
         return None
 
-    def int(self, name: str) -> int | None:
+    def int_option(self, name: str) -> int | None:
         opt = self.by_name.get(name)
         return opt.value if opt is not None and isinstance(opt.value, int) else None
 
-    def str(self, name: str) -> str | None:
+    def str_option(self, name: str) -> str | None:
         opt = self.by_name.get(name)
         return opt.value if opt is not None and isinstance(opt.value, str) else None
 
@@ -706,10 +704,10 @@ class _Options:
         return BackupOptions(
             differential=self.flag("DIFFERENTIAL"),
             copy_only=self.flag("COPY_ONLY"),
-            blocksize=self.int("BLOCKSIZE"),
-            buffercount=self.int("BUFFERCOUNT"),
-            maxtransfersize=self.int("MAXTRANSFERSIZE"),
-            stats=self.int("STATS"),
+            blocksize=self.int_option("BLOCKSIZE"),
+            buffercount=self.int_option("BUFFERCOUNT"),
+            maxtransfersize=self.int_option("MAXTRANSFERSIZE"),
+            stats=self.int_option("STATS"),
             checksum=self.flag("CHECKSUM", "NO_CHECKSUM"),
             compression=self.flag("COMPRESSION", "NO_COMPRESSION"),
             init=self.flag("INIT", "NOINIT"),
@@ -717,15 +715,15 @@ class _Options:
             skip=self.flag("SKIP", "NOSKIP"),
             rewind=self.flag("REWIND", "NOREWIND"),
             unload=self.flag("UNLOAD", "NOUNLOAD"),
-            name=self.str("NAME"),
-            description=self.str("DESCRIPTION"),
-            medianame=self.str("MEDIANAME"),
-            mediadescription=self.str("MEDIADESCRIPTION"),
+            name=self.str_option("NAME"),
+            description=self.str_option("DESCRIPTION"),
+            medianame=self.str_option("MEDIANAME"),
+            mediadescription=self.str_option("MEDIADESCRIPTION"),
             snapshot=self.flag("SNAPSHOT"),
             metadata_only=self.flag("METADATA_ONLY"),
             continue_after_error=self.flag("CONTINUE_AFTER_ERROR", "STOP_ON_ERROR"),
-            retaindays=self.int("RETAINDAYS"),
-            expiredate=self.str("EXPIREDATE"),
+            retaindays=self.int_option("RETAINDAYS"),
+            expiredate=self.str_option("EXPIREDATE"),
             norecovery=self.flag("NORECOVERY"),
             no_truncate=self.flag("NO_TRUNCATE"),
         )
@@ -735,12 +733,12 @@ class _Options:
             recovery=self.flag("RECOVERY", "NORECOVERY"),
             replace=self.flag("REPLACE"),
             moves=self.moves(),
-            file=self.int("FILE"),
-            stats=self.int("STATS"),
+            file=self.int_option("FILE"),
+            stats=self.int_option("STATS"),
             checksum=self.flag("CHECKSUM", "NO_CHECKSUM"),
-            blocksize=self.int("BLOCKSIZE"),
-            buffercount=self.int("BUFFERCOUNT"),
-            maxtransfersize=self.int("MAXTRANSFERSIZE"),
+            blocksize=self.int_option("BLOCKSIZE"),
+            buffercount=self.int_option("BUFFERCOUNT"),
+            maxtransfersize=self.int_option("MAXTRANSFERSIZE"),
             snapshot=self.flag("SNAPSHOT"),
             metadata_only=self.flag("METADATA_ONLY"),
             continue_after_error=self.flag("CONTINUE_AFTER_ERROR", "STOP_ON_ERROR"),
@@ -750,7 +748,7 @@ class _Options:
             loadhistory=self.flag("LOADHISTORY"),
             rewind=self.flag("REWIND", "NOREWIND"),
             unload=self.flag("UNLOAD", "NOUNLOAD"),
-            medianame=self.str("MEDIANAME"),
+            medianame=self.str_option("MEDIANAME"),
         )
 
 
@@ -795,7 +793,7 @@ class _Arg:
     sql_type: str  # int, varchar, nvarchar, numeric, float, NULL
 
 
-def _convert_arg(proc: str, param: _ProcParam, arg: _Arg) -> int | str:
+def _convert_arg(param: _ProcParam, arg: _Arg) -> int | str:
     pname, ptype, _ = param
     value = arg.value
     if value is None:
@@ -805,6 +803,11 @@ def _convert_arg(proc: str, param: _ProcParam, arg: _Arg) -> int | str:
     if isinstance(value, str):
         if arg.sql_type in ("varchar", "nvarchar") and _INT_TEXT_RE.fullmatch(value.strip()):
             number = _int_of(value.strip())
+        elif arg.sql_type in ("numeric", "float"):
+            approx = float(value)  # T-SQL truncates numeric/float arguments to int
+            if not math.isfinite(approx) or abs(approx) > 1e30:
+                raise sql_error(8115, arg.sql_type, ptype)
+            number = int(approx)
         else:
             raise sql_error(8114, arg.sql_type, ptype)
     else:
@@ -845,7 +848,7 @@ def _bind(proc: str, args: Sequence[_Arg]) -> dict[str, int | str | None]:
         if not required and arg_or_none.value is None:
             values[pname] = None
             continue
-        values[pname] = _convert_arg(proc, param, arg_or_none)
+        values[pname] = _convert_arg(param, arg_or_none)
     return values
 
 
@@ -1131,9 +1134,9 @@ class _Parser:
         def build() -> Statement:
             if unsupported:
                 raise sql_error(40517, unsupported[0])
-            _check_devices(devices)
             if not database:
                 raise sql_error(3025)
+            _check_devices(devices)
             options = _Options(raw)
             options.check(key)
             _check_snapshot(options, devices)
@@ -1265,9 +1268,9 @@ class _Parser:
         def build() -> Statement:
             if unsupported:
                 raise sql_error(40517, unsupported[0])
-            _check_devices(devices)
             if kind in ("database", "log") and not database:
                 raise sql_error(3025)
+            _check_devices(devices)
             options = _Options(raw)
             options.check(key)
             _check_snapshot(options, devices)
@@ -1455,9 +1458,14 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "eof" or self.at_op(";"):
             return True
-        return tok.kind == "word" and tok.upper in _RESERVED and tok.upper not in (
-            "DEFAULT",
-            "NULL",
+        return (
+            tok.kind == "word"
+            and tok.upper in _RESERVED
+            and tok.upper
+            not in (
+                "DEFAULT",
+                "NULL",
+            )
         )
 
     def argument(self, name: str | None) -> _Arg:
@@ -1527,13 +1535,14 @@ class _Parser:
                 self.skip_rest()
                 return _unsupported("BEGIN DISTRIBUTED TRANSACTION")
             if not self.accept_kw("TRAN", "TRANSACTION"):
-                what = "BEGIN " + (self.peek().upper or "") if self.at_kw("TRY", "CATCH") else "BEGIN"
+                what = "BEGIN " + self.peek().upper if self.at_kw("TRY", "CATCH") else "BEGIN"
                 self.skip_rest()
-                return _unsupported(what.strip())
+                return _unsupported(what)
             action: TransactionAction = "begin"
         else:
             action = "commit" if tok.upper == "COMMIT" else "rollback"
-            self.accept_kw("TRAN", "TRANSACTION", "WORK")
+            if self.accept_kw("WORK") or not self.accept_kw("TRAN", "TRANSACTION"):
+                return lambda: Transaction(action, None, if_open)
         name: str | None = None
         if self.peek().kind == "var":
             var = self.advance()

@@ -1,0 +1,3 @@
+from vdisim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""``vdisim`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _engine_serve(args: argparse.Namespace) -> int:
+    from vdisim.engine.server import serve
+
+    address = args.address or os.path.join(os.getcwd(), "vdisim-engine.sock")
+    data = args.data or os.path.join(os.getcwd(), "vdisim-data")
+    return serve(address, data, seed=args.seed, quiet=args.quiet)
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from vdisim.engine.connection import Engine
+
+    engine = None
+    address = args.address or os.environ.get("VDISIM_ENGINE")
+    if not address:
+        engine = Engine.start()
+        address = engine.address
+    try:
+        with Engine.connect(address) as conn:
+            status = 0
+            for stmt in args.statement:
+                result = conn.execute(stmt, on_message=lambda m: print(
+                    f"Msg {m.number}, Level {m.severity}, State {m.state}\n{m.text}"
+                    if m.severity > 10 else m.text))
+                for rs in result.rowsets:
+                    print(" | ".join(c.name for c in rs.columns))
+                    for row in rs.rows:
+                        print(" | ".join("NULL" if v is None else str(v) for v in row))
+                if not result.ok:
+                    status = 1
+            return status
+    finally:
+        if engine is not None:
+            engine.stop()
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from vdisim.transport.segments import sweep_stale
+
+    removed = sweep_stale(min_age=0)
+    for name in removed:
+        print(f"removed /dev/shm/{name}")
+    print(f"{len(removed)} stale segment(s) removed")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from vdisim.demo import run_demo
+
+    return run_demo(seed=args.seed, size_mb=args.size_mb, devices=args.devices)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vdisim", description="SQL Server VDI simulator")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    eng = sub.add_parser("engine", help="the emulated SQL Server engine")
+    esub = eng.add_subparsers(dest="engine_command", required=True)
+    serve = esub.add_parser("serve", help="run an engine process")
+    serve.add_argument("--address", help="unix:/path, a path, or host:port")
+    serve.add_argument("--data", help="data directory (snapshot files)")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--quiet", action="store_true")
+    serve.set_defaults(func=_engine_serve)
+
+    sql = sub.add_parser("sql", help="run statements against an engine")
+    sql.add_argument("statement", nargs="+")
+    sql.add_argument("--address", help="engine address (default $VDISIM_ENGINE or a private "
+                                       "engine)")
+    sql.set_defaults(func=_sql)
+
+    demo = sub.add_parser("demo", help="backup and restore a demo database end to end")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--size-mb", type=int, default=256)
+    demo.add_argument("--devices", type=int, default=2)
+    demo.set_defaults(func=_demo)
+
+    clean = sub.add_parser("cleanup", help="remove stale shared-memory segments")
+    clean.set_defaults(func=_cleanup)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
