@@ -253,7 +253,7 @@ class SetCore:
         problem = None
         if cfg.device_count != self.requested.device_count:
             problem = "engine configured a different device count"
-        elif frame.segment.split("-b")[0] != f"vdisim-{self.key}":
+        elif frame.segment.rpartition("-b")[0] != f"vdisim-{self.key}":
             problem = "buffer segment does not belong to this set"
         area = None
         if problem is None:
