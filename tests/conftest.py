@@ -1,0 +1,67 @@
+"""Shared fixtures: one engine process per test session, and a leak check after every test."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from vdisim.engine import Connection, Engine
+from vdisim.transport import naming
+from vdisim.transport.segments import SHM_DIR
+
+
+def shm_entries() -> set[str]:
+    try:
+        return {e for e in os.listdir(SHM_DIR) if e.startswith(naming.PREFIX)}
+    except FileNotFoundError:
+        return set()
+
+
+def socket_entries() -> set[str]:
+    d = naming.runtime_dir()
+    return {e for e in os.listdir(d) if e.endswith(".sock")}
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``pred`` until true or the deadline passes (tests never sleep blindly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    eng = Engine.start()
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture
+def conn(engine: Engine) -> Iterator[Connection]:
+    c = engine.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def set_name() -> str:
+    return "{" + str(uuid.uuid4()).upper() + "}"
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """No shared-memory segment or socket file may survive a test."""
+    before_shm, before_sock = shm_entries(), socket_entries()
+    yield
+    ok = wait_until(lambda: shm_entries() <= before_shm and socket_entries() <= before_sock,
+                    timeout=5.0)
+    assert ok, (f"leaked segments {sorted(shm_entries() - before_shm)} "
+                f"sockets {sorted(socket_entries() - before_sock)}")
