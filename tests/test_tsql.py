@@ -1372,3 +1372,34 @@ def test_fuzz_mutated_statements_only_raise_sql_error(stmt: Statement, data: st.
             fn(text[:cut] + insert + text[cut:])
         except SqlError:
             pass
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_every_example_in_docs_parses_and_round_trips() -> None:
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "sql.md"
+    examples = re.findall(r'^vdisim sql "(.*)"$', page.read_text(encoding="utf-8"), re.M)
+    assert len(examples) >= 20
+    kinds = set()
+    for sql in examples:
+        stmt = parse(sql)
+        assert parse(render(stmt)) == stmt
+        kinds.add(type(stmt).__name__)
+    assert kinds == {
+        "Backup",
+        "Restore",
+        "CreateDatabase",
+        "DropDatabase",
+        "SetRecovery",
+        "Workload",
+        "Checksum",
+        "ListDatabases",
+        "SetOption",
+        "Use",
+        "Transaction",
+        "Select",
+    }

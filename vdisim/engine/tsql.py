@@ -19,8 +19,9 @@ Entry points
 Error order
 -----------
 SQL Server reports compile errors before execution errors, so a statement (or a whole
-batch) is first read completely; syntax errors (102, 103, 105, 113, 119, 155, 137, 1038)
-come from that pass in source order.  Each statement is then checked in this order:
+batch) is first read completely; syntax errors (102, 103, 105, 113, 119, 155, 137, 1038,
+and 245 for a variable whose value does not convert) come from that pass in source
+order.  Each statement is then checked in this order:
 
 1. 40517 -- the first option or clause the emulator knows but does not implement;
 2. 3025 (empty database name), 3205 (more than 64 devices), 3044 (empty device name),
