@@ -122,9 +122,10 @@ class Session:
         ok, attention = True, False
         try:
             if kind is wire.Msg.EXECUTE:
-                stmt = tsql.parse(payload.decode("utf-8", errors="replace"))
+                batch = tsql.parse_batch(payload.decode("utf-8", errors="replace"))
                 self._watching(watcher)
-                self.execute(stmt)
+                for stmt in batch:
+                    self.execute(stmt)
             elif kind is wire.Msg.RUN_PLAN:
                 plan = Plan.from_json(wire.parse_json(payload))
                 self._watching(watcher)
@@ -188,8 +189,7 @@ class Session:
                 else:
                     del eng.catalog[key]
         elif isinstance(stmt, tsql.SetRecovery):
-            db = eng.lookup(stmt.name)
-            db.recovery_model = stmt.model
+            eng.lookup(stmt.name).set_recovery_model(stmt.model)
         elif isinstance(stmt, tsql.Workload):
             db = eng.lookup(stmt.database)
             with eng.db_lock(db.name):
@@ -309,6 +309,9 @@ def serve(address: str, data_dir: str, seed: int = 0, quiet: bool = False) -> in
             session = Session(engine, wire.Stream(conn))
             threading.Thread(target=session.run, daemon=True).start()
     finally:
+        from vdisim.engine.server_vds import close_all
+
+        close_all()
         if family == socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 os.unlink(target)

@@ -18,6 +18,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,18 @@ from vdisim.transport.frames import AbortReason, Role
 from vdisim.transport.segments import Segment, SegmentError
 
 QUEUE_LIMIT = 4096  # outstanding commands per device before VD_E_QUEUE_FULL [I]
+
+_LIVE: weakref.WeakSet[ServerVirtualDeviceSet] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every set this process has open (engine shutdown): the clients see abort, the
+    buffer areas are unlinked."""
+    for vds in list(_LIVE):
+        try:
+            vds.close()
+        except Exception:  # shutting down: keep going
+            pass
 
 
 @attrs.define(eq=False)
@@ -154,6 +167,7 @@ class ServerVirtualDeviceSet:
             self._ch = ch
             self.name = set_name
             hr = self._apply(self._tr(ServerCall.OPEN))
+            _LIVE.add(self)
         self._drain()
         return hr
 

@@ -1,0 +1,1 @@
+"""Conformance harness for VDI implementations and clients (built by later issues)."""

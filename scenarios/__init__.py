@@ -1,0 +1,14 @@
+"""Declarative server-behaviour plans shipped with vdisim (JSON, docs/plan.md)."""
+
+from __future__ import annotations
+
+import os
+
+
+def path(name: str) -> str:
+    """The file of a bundled scenario, e.g. ``path("backup-abort-midstream.json")``."""
+    return os.path.join(os.path.dirname(__file__), name)
+
+
+def names() -> list[str]:
+    return sorted(f for f in os.listdir(os.path.dirname(__file__)) if f.endswith(".json"))
