@@ -92,7 +92,7 @@ def throughput(gib: float, mts: int) -> dict[str, float]:
             f"BACKUP DATABASE big TO VIRTUAL_DEVICE='{name}' WITH MAXTRANSFERSIZE = {mts}, "
             "BUFFERCOUNT = 8")))
         th.start()
-        hr, cfg = vds.get_configuration(60_000)
+        hr, _cfg = vds.get_configuration(60_000)
         assert hr == HResult.NOERROR, hex(hr)
         hr, dev = vds.open_device(name)
         assert dev is not None

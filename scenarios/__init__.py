@@ -12,3 +12,12 @@ def path(name: str) -> str:
 
 def names() -> list[str]:
     return sorted(f for f in os.listdir(os.path.dirname(__file__)) if f.endswith(".json"))
+
+
+def load(name: str, set_name: str) -> object:
+    """The bundled plan ``name`` with its ``{SET}`` device-name placeholder replaced by
+    ``set_name`` (returns a :class:`vdisim.engine.plan.Plan`)."""
+    from vdisim.engine.plan import Plan
+
+    with open(path(name), encoding="utf-8") as f:
+        return Plan.loads(f.read().replace("{SET}", set_name))

@@ -161,7 +161,8 @@ CLIENT_TABLE: Mapping[ClientState, Mapping[ClientCall, Cell]] = {
             Cond.OK: T(OK, amended="a set of n devices needs n OpenDevice calls; the method page "
                               "loops until VD_E_OPEN (§11.2)"),
             Cond.ALREADY_OPEN: T(P),
-            Cond.ALL_OPEN: T(HResult.VD_E_OPEN, amended="benign end of the open loop (§2.3, §11.2)"),
+            Cond.ALL_OPEN: T(HResult.VD_E_OPEN,
+                             amended="benign end of the open loop (§2.3, §11.2)"),
             Cond.BAD_NAME: T(HResult.VD_E_INVALID),
         },
         C.GET_COMMAND: {

@@ -67,7 +67,8 @@ class BufferArea:
         """(data offset, size) of an allocated buffer, or None for an invalid handle."""
         if not 1 <= buffer_id <= self.capacity:
             return None
-        off, size, tag = DESC.unpack_from(self.segment.buf, HEADER_SPACE + (buffer_id - 1) * DESC.size)
+        at = HEADER_SPACE + (buffer_id - 1) * DESC.size
+        off, size, tag = DESC.unpack_from(self.segment.buf, at)
         if tag != IN_USE:
             return None
         return off, size
@@ -99,7 +100,8 @@ class Allocator:
         self._blocks: dict[int, tuple[int, int, int]] = {}  # id -> (block start, block len, data)
 
     @staticmethod
-    def area_size(requests: list[tuple[int, int, int]], prefix_zone: int, extra_ids: int = 64) -> tuple[int, int]:
+    def area_size(requests: list[tuple[int, int, int]], prefix_zone: int,
+                  extra_ids: int = 64) -> tuple[int, int]:
         """(segment size, table capacity) for RequestBuffers requests (size, alignment, count)."""
         capacity = sum(c for _s, _a, c in requests) + extra_ids
         data_off = _align_up(HEADER_SPACE + capacity * DESC.size, 65536)

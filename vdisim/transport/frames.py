@@ -148,7 +148,8 @@ class Hello:
     token: bytes
 
     def encode(self) -> bytes:
-        return _frame(FrameType.HELLO, _HELLO.pack(self.role, 0, self.version, self.pid, self.token))
+        body = _HELLO.pack(self.role, 0, self.version, self.pid, self.token)
+        return _frame(FrameType.HELLO, body)
 
 
 @attrs.frozen
@@ -172,7 +173,8 @@ class Configure:
     def encode(self) -> bytes:
         seg = self.segment.encode("ascii")
         body = _CONFIGURE.pack(self.config.pack(), seg, self.area_size, len(self.device_names), 0)
-        return _frame(FrameType.CONFIGURE, body + b"".join(_pack_name(n) for n in self.device_names))
+        names = b"".join(_pack_name(n) for n in self.device_names)
+        return _frame(FrameType.CONFIGURE, body + names)
 
 
 @attrs.frozen
@@ -289,7 +291,7 @@ def decode(ftype: FrameType, flags: int, p: bytes | memoryview) -> Frame:
     if ftype is FrameType.EVENT:
         call, dev, hr, a, b, pid, c, t = _expect(p, _EVENT, "EVENT")
         try:
-            ecall = EventCall(call)
+            ecall = EventCall(int(call))  # type: ignore[call-overload]
         except ValueError:
             raise FrameError(f"unknown event call {call}") from None
         return Event(ecall, dev, hr, a, b, pid, c, t)  # type: ignore[arg-type]

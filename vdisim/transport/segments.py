@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 from vdisim.transport.naming import PREFIX
 
@@ -76,12 +76,14 @@ class Segment:
         self.owner = owner
         self.name = shm.name
         self.size = size  # logical size; never trust shm.size (page rounding on macOS)
+        assert shm.buf is not None
         self.buf: memoryview = shm.buf
         self._closed = False
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, size: int, *, reserve: bool = True, prefault: bool = False) -> Segment:
+    def create(cls, name: str, size: int, *, reserve: bool = True,
+               prefault: bool = False) -> Segment:
         """Create ``name`` exclusively (mode 0600), take the owner lock and reserve its pages.
 
         ``reserve`` uses posix_fallocate so a /dev/shm too small fails here with
@@ -168,6 +170,7 @@ def _prefault(shm: shared_memory.SharedMemory) -> None:
         except (OSError, ValueError, AttributeError):
             pass
     buf = shm.buf
+    assert buf is not None
     for off in range(0, len(buf), mmap.PAGESIZE):
         buf[off] = 0
 
@@ -232,7 +235,7 @@ def remove_if_dead(name: str, *, min_age: float = 0.0) -> bool:
 
 def sweep_stale(prefix: str = PREFIX, min_age: float = 2.0) -> list[str]:
     """Remove every vdisim segment in /dev/shm whose owner is dead (start-up cleanup)."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
