@@ -13,13 +13,14 @@ import sys
 import tempfile
 import threading
 import time
+from typing import TextIO
 
 from vdisim import refclient
 from vdisim.engine import Engine
 
 
 class ProgressBar:
-    def __init__(self, label: str, total: int, stream: object = None) -> None:
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
         self.label = label
         self.total = max(1, total)
         self.done = 0
@@ -37,7 +38,7 @@ class ProgressBar:
             self._last = pct
             bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
             end = "\r" if self.tty and pct < 100 else "\n"
-            print(f"  {self.label:8} [{bar}] {pct:3d}%", end=end, file=self.out, flush=True)  # type: ignore[call-overload]
+            print(f"  {self.label:8} [{bar}] {pct:3d}%", end=end, file=self.out, flush=True)
 
 
 def run_demo(seed: int = 0, size_mb: int = 256, devices: int = 2) -> int:

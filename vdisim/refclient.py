@@ -25,19 +25,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import attrs
 
 from vdisim.client import Command, VirtualDevice, VirtualDeviceSet
 from vdisim.engine.connection import Connection, Result
 from vdisim.protocol.codes import (
-    VDF_LikeDisk,
-    VDF_LikePipe,
-    VDF_LikeTape,
     CommandCode,
     Feature,
     HResult,
+    VDF_LikeDisk,
+    VDF_LikePipe,
+    VDF_LikeTape,
     Win32,
     hresult_name,
 )
@@ -91,7 +91,7 @@ class FileMedia:
         mode = "w+b" if writing else "rb"
         if writing and model == "disk" and os.path.exists(path):
             mode = "r+b"  # WITH INIT over an existing file: Flush truncates (§6.4)
-        self.f = open(path, mode)  # noqa: SIM115 - closed in close()
+        self.f: BinaryIO = open(path, mode)  # type: ignore[assignment]
         self.pos = 0
         self.high = 0
         self.marks: list[int] = []
@@ -121,7 +121,7 @@ class FileMedia:
                 limit = mark - self.pos
                 code = Win32.ERROR_FILEMARK_DETECTED
         self.f.seek(self.pos)
-        n = self.f.readinto(out[:limit])
+        n = self.f.readinto(out[:limit])  # type: ignore[attr-defined]
         self.pos += n
         if code == Win32.ERROR_FILEMARK_DETECTED and mark is not None:
             self.passed = mark  # the position is now past the filemark

@@ -119,7 +119,7 @@ class VirtualDevice:
                 cond = None
             else:
                 def ready() -> bool:
-                    return dev.close_pending or bool(dev.queue) and _deliverable(dev)
+                    return dev.close_pending or (bool(dev.queue) and _deliverable(dev))
                 got = core.wait(ready, t)
                 if core.state is ClientState.ABORT:
                     cond = Cond.ABORTED

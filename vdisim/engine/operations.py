@@ -24,8 +24,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from vdisim.engine import media, tsql
+from vdisim.engine.database import Database
 from vdisim.engine.plan import Plan
 from vdisim.engine.results import Rowset
 from vdisim.engine.server_vds import ServerBuffer, ServerCommand
@@ -51,14 +53,16 @@ def compile_statement(stmt: tsql.Backup | tsql.Restore) -> Plan:
     names = tuple(d.name for d in stmt.devices)
     if isinstance(stmt, tsql.Backup):
         o = stmt.options
-        kind = "log" if stmt.log else ("diff" if o.differential else "full")
+        kind: Literal["full", "diff", "log"] = (
+            "log" if stmt.log else ("diff" if o.differential else "full"))
         return Plan("backup", stmt.database, names, kind, o.blocksize, o.buffercount,
                     o.maxtransfersize, bool(o.copy_only), bool(o.checksum),
                     bool(o.compression), o.stats, o.name, o.description,
                     snapshot=o.is_snapshot).validate()
     r = stmt.options
     op = "restore" if stmt.kind in ("database", "log") else stmt.kind
-    return Plan(op, stmt.database, names, "log" if stmt.kind == "log" else "full",  # type: ignore[arg-type]
+    rkind: Literal["full", "log"] = "log" if stmt.kind == "log" else "full"
+    return Plan(op, stmt.database, names, rkind,  # type: ignore[arg-type]
                 r.blocksize, r.buffercount, r.maxtransfersize, checksum=bool(r.checksum),
                 stats=r.stats, recovery=r.recovery is not False, replace=bool(r.replace),
                 moves=r.moves, snapshot=r.is_snapshot).validate()
@@ -132,8 +136,8 @@ def _run_devices(session: VdiSession, fn: Callable[[DeviceLink], int | SqlError 
         except StatementCancelled:
             results[link.index] = Win32.ERROR_OPERATION_ABORTED
         except Exception as exc:  # a bug must fail the statement, not hang it
-            results[link.index] = SqlError([SqlMessage(3013, 16, 1, f"emulator failure on "
-                                                                     f"device {link.name}: {exc!r}")])
+            text = f"emulator failure on device {link.name}: {exc!r}"
+            results[link.index] = SqlError([SqlMessage(3013, 16, 1, text)])
             session.set.signal_abort()
 
     threads = [threading.Thread(target=work, args=(link,), daemon=True)
@@ -305,7 +309,7 @@ def snapshot_files(data_dir: str, database: str) -> list[str]:
     return [os.path.join(data_dir, f"{database}.mdf")]
 
 
-def _snapshot_backup(engine: object, session: VdiSession, db: media.Database,
+def _snapshot_backup(engine: object, session: VdiSession, db: Database,
                      prepared: media.PreparedBackup) -> None:
     """BACKUP ... WITH SNAPSHOT (§9): PrepareToFreeze (if asked), freeze, metadata Write,
     Snapshot (the client copies the files), CloseDevice."""
@@ -462,10 +466,9 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
         return err
     head = max(media.FAMILY_HEADER_SIZE, bs)
     if model is DeviceModel.TAPE:
-        for code in (CommandCode.VDC_Rewind,):
-            c = link.call(code)
-            if c.completion_code != Win32.ERROR_SUCCESS:
-                return _fail_and_clear(link, c.completion_code)
+        c = link.call(CommandCode.VDC_Rewind)
+        if c.completion_code != Win32.ERROR_SUCCESS:
+            return _fail_and_clear(link, c.completion_code)
         c = link.call(CommandCode.VDC_GetPosition)
         if c.completion_code != Win32.ERROR_SUCCESS:
             return _fail_and_clear(link, c.completion_code)
@@ -494,7 +497,7 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
                 reader.header.family_index != 0 or reader.assembler.header_ready):
             return False
         length = reader.family_length
-        return length is None and link.in_flight == 0 or (
+        return (length is None and link.in_flight == 0) or (
             length is not None and reader.received + inflight_bytes < length)
 
     while True:
@@ -516,7 +519,7 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
         if link.in_flight == 0:
             break
         c = link.reap()
-        done[int(c.completion_context)] = c  # type: ignore[call-overload]
+        done[int(c.completion_context)] = c
         while fed in done:  # pipe data arrives in GetCommand order: feed in command order
             c = done.pop(fed)
             fed += 1

@@ -112,7 +112,8 @@ class ScriptHost:
             return {"hr": self._set().free_buffer(None)}  # type: ignore[arg-type]
         return {"hr": self._set().free_buffer(buf)}
 
-    def op_read_buffer(self, buffer: int, offset: int = 0, length: int | None = None) -> dict[str, Any]:
+    def op_read_buffer(self, buffer: int, offset: int = 0,
+                       length: int | None = None) -> dict[str, Any]:
         buf = self.buffers[buffer]
         end = buf.size if length is None else offset + length
         return {"hr": 0, "data": bytes(buf.data[offset:end]).hex()}

@@ -189,7 +189,8 @@ class Session:
                 else:
                     del eng.catalog[key]
         elif isinstance(stmt, tsql.SetRecovery):
-            eng.lookup(stmt.name).set_recovery_model(stmt.model)
+            model = "FULL" if stmt.model == "BULK_LOGGED" else stmt.model  # bulk-logged ~ full [I]
+            eng.lookup(stmt.name).set_recovery_model(model)
         elif isinstance(stmt, tsql.Workload):
             db = eng.lookup(stmt.database)
             with eng.db_lock(db.name):

@@ -404,7 +404,8 @@ class ServerVirtualDeviceSet:
             bid, off = got
             buf = self._segment.buf
             pz = self._alloc.prefix_zone
-            sb = ServerBuffer(bid, off, size, buf[off:off + size], buf[off - pz:off] if pz else None)
+            prefix = buf[off - pz:off] if pz else None
+            sb = ServerBuffer(bid, off, size, buf[off:off + size], prefix)
             self._buffers[bid] = sb
             return self._apply(tr), sb
 
@@ -441,13 +442,13 @@ class ServerVirtualDeviceSet:
                         break
                     timeout = self._watchdog_timeout()
                 try:
-                    r, _, _ = select.select([ch.sock, self._wake_r], [], [], timeout)
+                    r, _, _ = select.select([ch.sock.fileno(), self._wake_r], [], [], timeout)
                 except (OSError, ValueError):
                     break
                 if self._wake_r in r:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 4096)
-                if ch.sock in r and not self._read(ch):
+                if ch.sock.fileno() in r and not self._read(ch):
                     break
                 self._check_watchdog()
         finally:
@@ -524,7 +525,8 @@ class ServerVirtualDeviceSet:
                                            f"outstanding on device {f.device}")
                 return
             nbytes = f.bytes_transferred
-            if cmd.command_code in (CommandCode.VDC_Read, CommandCode.VDC_Write) and nbytes > cmd.size:
+            is_data = cmd.command_code in (CommandCode.VDC_Read, CommandCode.VDC_Write)
+            if is_data and nbytes > cmd.size:
                 self.violations.append(f"bytes_transferred {nbytes} > size {cmd.size} "
                                        f"(command {f.cmd_id})")
                 nbytes = cmd.size

@@ -296,4 +296,4 @@ class VdiSession:
             msgs.insert(0, SqlMessage(18210, 16, 1, f"BackupVirtualDeviceFile::{what}: failure "
                                                     f"on backup device '{dev}'. Operating "
                                                     f"system error {os_error(code)}."))
-        return SqlError(msgs + [self.terminating()])
+        return SqlError([*msgs, self.terminating()])
