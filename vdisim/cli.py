@@ -43,12 +43,30 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from vdisim.transport.segments import sweep_stale
+    from vdisim.transport import naming
+    from vdisim.transport.channel import socket_alive
+    from vdisim.transport.segments import owner_alive, sweep_stale
 
     removed = sweep_stale(min_age=0)
     for name in removed:
         print(f"removed /dev/shm/{name}")
+    # A set's socket is stale when its control segment's owner is gone and nothing listens.
+    sockets = 0
+    rdir = naming.runtime_dir()
+    for entry in sorted(os.listdir(rdir)):
+        key, ext = os.path.splitext(entry)
+        path = os.path.join(rdir, entry)
+        if ext != ".sock" or owner_alive(naming.control_segment_name(key)):
+            continue
+        if not socket_alive(path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            print(f"removed {path}")
+            sockets += 1
     print(f"{len(removed)} stale segment(s) removed")
+    print(f"{sockets} stale socket(s) removed")
     return 0
 
 

@@ -122,6 +122,12 @@ class SetCore:
         registered: set[Channel] = set()
         try:
             while not self.closing:
+                # Forget channels closed since the last round (a refused HELLO, a secondary's
+                # GOODBYE): their fd number may already belong to a newly accepted socket.
+                for ch in [c for c in registered if c.closed]:
+                    with contextlib.suppress(KeyError, ValueError):
+                        sel.unregister(ch.sock)
+                    registered.discard(ch)
                 for ch in self._channels():
                     if ch not in registered and not ch.closed:
                         sel.register(ch.sock, selectors.EVENT_READ, ch)

@@ -223,6 +223,8 @@ def tsql_label(plan: Plan) -> str:
 
 def _raise_device_failure(session: VdiSession, results: list[int | SqlError | None],
                           what: str) -> None:
+    if session.cancel.is_set():
+        raise StatementCancelled(session.label)  # ATTENTION: the statement was cancelled
     for link, res in zip(session.links, results, strict=True):
         if isinstance(res, SqlError):
             raise res

@@ -139,8 +139,10 @@ class Session:
         except PlanError as exc:
             ok = False
             self.emit(SqlMessage(50000, 16, 1, f"Invalid plan: {exc}"))
-        except operations.Cancelled:
+        except operations.Cancelled as exc:
             ok, attention = False, True
+            if exc.args:
+                self.emit(message(3013, exc.args[0]))
         except Exception as exc:  # never a traceback to the client
             ok = False
             traceback.print_exc(file=sys.stderr)

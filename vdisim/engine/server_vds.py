@@ -30,9 +30,9 @@ from vdisim.protocol.records import VDConfig, check_server_configuration
 from vdisim.protocol.states import Cond, DeviceEvent, DeviceState, ServerCall, ServerState
 from vdisim.transport import control, frames, naming
 from vdisim.transport.bufferarea import Allocator, AreaError
-from vdisim.transport.channel import Channel, PeerGone, connect
+from vdisim.transport.channel import Channel, PeerGone, connect, socket_alive
 from vdisim.transport.frames import AbortReason, Role
-from vdisim.transport.segments import Segment, SegmentError
+from vdisim.transport.segments import Segment, SegmentError, owner_alive, remove_if_dead
 
 QUEUE_LIMIT = 4096  # outstanding commands per device before VD_E_QUEUE_FULL [I]
 
@@ -80,6 +80,27 @@ class ServerCommand:
     @property
     def done(self) -> bool:
         return self.completion_code >= 0
+
+
+def _remove_dead_client_objects(key: str, grace_s: float = 2.0) -> None:
+    """The client went away without Close: if it is dead, remove what it cannot remove any
+    more -- its control segment (owner lock free) and its socket file (nothing listening).
+
+    The kernel may report the closed socket a moment before it drops the dead process's owner
+    lock, so the lock is polled for ``grace_s`` (on a helper thread, see ``_client_gone``); a
+    client still holding it after that is alive and keeps its objects.
+    """
+    control_name = naming.control_segment_name(key)
+    deadline = time.monotonic() + grace_s
+    while owner_alive(control_name):
+        if time.monotonic() > deadline:
+            return  # the client process is alive (it only dropped the connection)
+        time.sleep(0.01)
+    remove_if_dead(control_name)
+    path = naming.socket_path(key)
+    if os.path.exists(path) and not socket_alive(path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class _Device:
@@ -548,9 +569,13 @@ class ServerVirtualDeviceSet:
             ch.close()
         with self.lock:
             done = self.state in (ServerState.NORMALLY_TERMINATED, ServerState.DNE)
+            key, said_goodbye = self._key, self.client_closed
         if not done:
             # §1.9 / §8.1: death of the primary client is noticed and aborts the set.
             self._abort(AbortReason.PEER_DIED, notify=False)
+        if key and not said_goodbye:
+            threading.Thread(target=_remove_dead_client_objects, args=(key,),
+                             name="vdisim-dead-client-cleanup", daemon=True).start()
 
     # ------------------------------------------------------------------ abort / close
     def signal_abort(self) -> int:

@@ -264,7 +264,7 @@ class VdiSession:
     def check_cancel(self) -> None:
         if self.cancel.is_set():
             self.set.signal_abort()
-            raise StatementCancelled()
+            raise StatementCancelled(self.label)
 
     # ---------------------------------------------------------------- end
     def finish(self, ok: bool) -> None:
