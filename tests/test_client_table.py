@@ -888,7 +888,7 @@ def active_blocked_get_command_client_abort(h: Harness) -> None:
     """§2.6: an INFINITE GetCommand blocked on one thread returns VD_E_ABORT when another
     thread calls SignalAbort; the server's outstanding command completes with 995."""
     (dev,) = h.active(1)
-    other_dev_cmd = h.send(0)
+    handle = h.send(0)
     _, cmd = dev.get_command(5000)
     assert cmd is not None
     before = h.vds.state
@@ -896,7 +896,7 @@ def active_blocked_get_command_client_abort(h: Harness) -> None:
     h.expect(h.vds, C.SIGNAL_ABORT, ANY, h.vds.signal_abort)
     h.check(h.vds, before, C.GET_COMMAND, Cond.ABORTED, blocked.join())
     h.wait_server_abort(reason=1)
-    assert h.completion(other_dev_cmd)["completion_code"] == Win32.ERROR_OPERATION_ABORTED
+    assert h.completion(handle)["completion_code"] == Win32.ERROR_OPERATION_ABORTED
 
 
 @cells((S.ACTIVE, C.GET_COMMAND, Cond.ABORTED))

@@ -353,7 +353,10 @@ class SetCore:
     def _on_server_close(self) -> None:
         with self.cond:
             self.upstream_done = True
-            unfinished = any(d.opened and not d.close_pending for d in self.devices)
+            # Finished only if the set was configured and every device closed (§1.8); a
+            # server Close before that ends the operation abnormally.
+            unfinished = not (self.configured and self.devices
+                              and all(d.close_pending for d in self.devices))
             terminated = self.state in (ClientState.NORMALLY_TERMINATED, ClientState.ABORT,
                                         ClientState.DNE)
         if unfinished and not terminated:
