@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,8 +48,8 @@ def extract(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def collect() -> list[object]:
-    params = []
+def collect() -> list[Any]:
+    params: list[Any] = []
     for path in doc_files():
         for line, code in extract(path.read_text(encoding="utf-8")):
             params.append(pytest.param(code, id=f"{path.relative_to(ROOT)}:{line}"))

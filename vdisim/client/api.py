@@ -391,9 +391,12 @@ class VirtualDeviceSet:
             devices_open = state is ClientState.ACTIVE and any(
                 d.opened_here and not d.close_seen for d in core.devices)
             if core.role == "primary" and state is ClientState.ACTIVE:
+                # A secondary's device counts as open until the server closed it: its
+                # VD_E_CLOSE reaches the primary asynchronously (through the EVENT relay).
                 devices_open = devices_open or any(
-                    d.opened and not d.close_seen and d.owner is not None
-                    and d.owner in core.secondaries for d in core.devices)
+                    d.opened and not d.close_seen and not d.close_pending
+                    and d.owner is not None and d.owner in core.secondaries
+                    for d in core.devices)
         cond = Cond.DEVICES_OPEN if devices_open else Cond.OK
         tr = states.client_transition(state, ClientCall.CLOSE, cond)
         if devices_open:

@@ -139,6 +139,20 @@ class Connection:
         self.close()
 
 
+def _accepts(path: str) -> bool:
+    """True once something listens at the AF_UNIX socket ``path``."""
+    if not os.path.exists(path):
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 class _ConnectDescriptor:
     """``Engine.connect(address)`` on the class; ``engine.connect()`` on an instance."""
 
@@ -169,7 +183,7 @@ class Engine:
                "--quiet"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
-        while not os.path.exists(address):
+        while not _accepts(address):  # the file appears at bind(), before listen()
             if proc.poll() is not None:
                 raise RuntimeError(f"engine exited with {proc.returncode} before listening")
             if time.monotonic() > deadline:

@@ -130,11 +130,11 @@ class Database:
         if n_pages <= 0:
             raise ValueError("n_pages must be positive")
         data = _build_pages(n_pages, seed, db_id)
-        guid = derived_uuid("database", seed)
+        guid = derived_uuid("database", name.lower(), seed)
         created = _BASE_DATE + timedelta(seconds=seed % 10_000_000)
         return cls(
             name=name, db_id=db_id, seed=seed, n_pages=n_pages, data=data, guid=guid,
-            family_guid=guid, fork_guid=derived_uuid("fork", seed),
+            family_guid=guid, fork_guid=derived_uuid("fork", name.lower(), seed),
             creation_date=iso_datetime(created),
             data_path=f"{data_dir}/{name}.mdf", log_path=f"{data_dir}/{name}_log.ldf",
         )

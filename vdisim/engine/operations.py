@@ -58,6 +58,7 @@ def compile_statement(stmt: tsql.Backup | tsql.Restore) -> Plan:
         return Plan("backup", stmt.database, names, kind, o.blocksize, o.buffercount,
                     o.maxtransfersize, bool(o.copy_only), bool(o.checksum),
                     bool(o.compression), o.stats, o.name, o.description,
+                    recovery=not (stmt.log and o.norecovery),  # tail-log backup (NORECOVERY)
                     snapshot=o.is_snapshot).validate()
     r = stmt.options
     op = "restore" if stmt.kind in ("database", "log") else stmt.kind
@@ -94,13 +95,19 @@ def run_plan(engine: object, plan: Plan, emit: Emit, rowset: EmitRowset,
 class Progress:
     """STATS = n: message 3211 every n percent (§ BACKUP STATS)."""
 
-    def __init__(self, total: int, stats: int | None, emit: Emit) -> None:
+    def __init__(self, total: int, stats: int | None, emit: Emit, families: int = 0) -> None:
         self.total = max(1, total)
+        self.unknown = families  # RESTORE: family lengths still to learn from their headers
         self.step = stats
         self.emit = emit
         self.done = 0
         self.next = stats or 101
         self.lock = threading.Lock()
+
+    def expect(self, family_length: int) -> None:
+        with self.lock:
+            self.total = family_length if self.total <= 1 else self.total + family_length
+            self.unknown -= 1
 
     def add(self, n: int) -> None:
         if not self.step:
@@ -109,6 +116,8 @@ class Progress:
             return
         with self.lock:
             self.done += n
+            if self.unknown:
+                return
             pct = self.done * 100 // self.total
             while pct >= self.next and self.next <= 100:
                 self.emit(message(3211, self.next))
@@ -207,6 +216,8 @@ def _backup(engine: object, plan: Plan, emit: Emit, cancel: threading.Event) -> 
         finally:
             session.finish(ok or not session.aborted)
         prepared.commit()
+        if plan.kind == "log" and not plan.recovery:
+            db.state = "RESTORING"  # BACKUP LOG ... WITH NORECOVERY: tail-log backup
     for m in prepared.messages():
         emit(m)
     nbytes = prepared.stream.length
@@ -382,12 +393,15 @@ def _snapshot_restore(engine: object, session: VdiSession, plan: Plan, emit: Emi
     if hashlib.sha256(image).hexdigest() != meta["sha256"] or len(image) % 8192:
         raise SqlError([message(3189), session.terminating()])
     with engine.lock:  # type: ignore[attr-defined]
-        db = engine.catalog.get(target)  # type: ignore[attr-defined]
+        key = next((k for k in engine.catalog  # type: ignore[attr-defined]
+                    if k.lower() == target.lower()), target)
+        db = engine.catalog.get(key)  # type: ignore[attr-defined]
         if db is None or db.n_pages != len(image) // 8192:
-            db = engine.create_empty(target, len(image) // 8192)  # type: ignore[attr-defined]
+            db = engine.create_empty(key, len(image) // 8192)  # type: ignore[attr-defined]
         db.data[:] = image
-        db.lsn = max(db.lsn, int(meta["lsn"]))
+        db.lsn = int(meta["lsn"])
         db.state = "ONLINE" if plan.recovery else "RESTORING"
+    emit(message(3014, "RESTORE DATABASE", len(image) // 8192, 0.001, 0.0))
 
 
 # ------------------------------------------------------------------------- RESTORE
@@ -409,7 +423,7 @@ def _restore(engine: object, plan: Plan, emit: Emit, rowset: EmitRowset,
             _snapshot_restore(engine, session, plan, emit)
             ok = True
             return
-        progress = Progress(1, plan.stats, emit)
+        progress = Progress(0, plan.stats, emit, families=len(plan.devices))
         results = _run_devices(session, lambda link: _read_family(
             session, link, assembler.reader(link.index), progress, metadata_only))
         _raise_device_failure(session, results, "ReadMedia")
@@ -426,7 +440,12 @@ def _restore(engine: object, plan: Plan, emit: Emit, rowset: EmitRowset,
         return
     if plan.snapshot:
         return
-    bset = assembler.finish(verify_checksums=plan.checksum or None)
+    try:
+        bset = assembler.finish(verify_checksums=plan.checksum or None)
+    except SqlError as err:  # damaged media (3189/3183/3266...): terminating 3013 follows
+        if err.messages[-1].number == 3013:
+            raise
+        raise SqlError([*err.messages, message(3013, label)]) from None
     if plan.operation == "verifyonly":
         emit(message(3262))
         return
@@ -532,7 +551,10 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
             code = c.completion_code
             try:
                 if code in (Win32.ERROR_SUCCESS, *EOF_CODES) and error is None and not eof:
+                    known = reader.family_length is not None
                     reader.feed(buf.data[:n])
+                    if not known and reader.family_length is not None:
+                        progress.expect(reader.family_length)
                     progress.add(n)
                     if code != Win32.ERROR_SUCCESS:
                         eof = True

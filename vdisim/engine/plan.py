@@ -115,6 +115,9 @@ class Plan:
         _check(1 <= self.effective_buffer_count <= 65536, "buffer_count: 1..65536")
         _check(0 <= self.flushes <= 16, "flushes: 0..16")
         _check(self.kind in ("full", "diff", "log"), "kind: full, diff or log")
+        _check(self.read_sizes in ("max", "random"), "read_sizes: max or random")
+        if self.snapshot:
+            _check(len(self.devices) == 1, "snapshot: exactly one device (§9)")
         if self.operation in ("backup", "restore"):
             _check(bool(self.database), f"{self.operation} needs a database")
         for f in self.faults:
@@ -146,10 +149,11 @@ class Plan:
             kw["moves"] = tuple((str(a), str(b)) for a, b in kw.get("moves", ()))
             kw["optional_commands"] = tuple(int(x) for x in kw.get("optional_commands", ()))
             kw["faults"] = tuple(Fault(**f) for f in kw.get("faults", ()))
-            plan = cls(**kw)
-        except (TypeError, ValueError) as exc:
+            return cls(**kw).validate()
+        except PlanError:
+            raise
+        except (TypeError, ValueError) as exc:  # wrong JSON types, e.g. "block_size": "4096"
             raise PlanError(f"invalid plan: {exc}") from exc
-        return plan.validate()
 
     @classmethod
     def loads(cls, text: str) -> Plan:

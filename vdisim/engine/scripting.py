@@ -34,7 +34,7 @@ class ScriptHost:
 
     def __init__(self) -> None:
         self.vds: ServerVirtualDeviceSet | None = None
-        self.devices: list[ServerVirtualDevice] = []
+        self.devices: dict[int, ServerVirtualDevice] = {}  # by the set's device index
         self.buffers: dict[int, ServerBuffer] = {}
         self.commands: dict[int, ServerCommand] = {}
         self.cond = threading.Condition()
@@ -85,7 +85,7 @@ class ScriptHost:
     def op_open_device(self, name: str | None = None) -> dict[str, Any]:
         hr, dev = self._set().open_device(name)
         if dev is not None:
-            self.devices.append(dev)
+            self.devices[dev.index] = dev
         return {"hr": hr, "device": dev.index if dev else None}
 
     def op_start_agent(self) -> dict[str, Any]:

@@ -118,7 +118,8 @@ class Session:
 
     def _request(self, kind: wire.Msg, payload: bytes) -> None:
         self.cancel.clear()
-        watcher = threading.Thread(target=self._watch_attention, daemon=True)
+        stop = threading.Event()  # per statement: a late watcher must not eat the next request
+        watcher = threading.Thread(target=self._watch_attention, args=(stop,), daemon=True)
         ok, attention = True, False
         try:
             if kind is wire.Msg.EXECUTE:
@@ -148,22 +149,21 @@ class Session:
             traceback.print_exc(file=sys.stderr)
             self.emit(SqlMessage(3013, 16, 1, f"Statement failed in the emulator: {exc!r}"))
         finally:
-            self._watch_stop = True
+            stop.set()
         with contextlib.suppress(OSError):
             self.stream.send(wire.Msg.DONE, {"ok": ok, "attention": attention})
 
     def _watching(self, watcher: threading.Thread) -> None:
-        self._watch_stop = False
         watcher.start()
 
-    def _watch_attention(self) -> None:
+    def _watch_attention(self, stop: threading.Event) -> None:
         """While a statement runs, the only thing a client may send is ATTENTION."""
         import select
 
         sock = self.stream.sock
-        while not getattr(self, "_watch_stop", True):
+        while not stop.is_set():
             r, _, _ = select.select([sock], [], [], 0.1)
-            if not r or getattr(self, "_watch_stop", True):
+            if not r or stop.is_set():
                 continue
             try:
                 kind, _ = self.stream.recv()
@@ -177,9 +177,15 @@ class Session:
     def execute(self, stmt: tsql.Statement) -> None:
         eng = self.engine
         if isinstance(stmt, tsql.Backup | tsql.Restore):
-            if self.in_transaction:
-                raise sql_error(3021)
-            operations.run_statement(eng, stmt, self.emit, self.rowset, self.cancel)
+            try:
+                if self.in_transaction:
+                    raise sql_error(3021)
+                operations.run_statement(eng, stmt, self.emit, self.rowset, self.cancel)
+            except SqlError as err:  # SQL Server ends every failed BACKUP/RESTORE with 3013
+                if err.messages[-1].number != 3013:
+                    label = tsql.statement_label(stmt)
+                    raise SqlError([*err.messages, message(3013, label)]) from None
+                raise
         elif isinstance(stmt, tsql.CreateDatabase):
             eng.create(stmt.name, stmt.size_mb, stmt.seed)
         elif isinstance(stmt, tsql.DropDatabase):

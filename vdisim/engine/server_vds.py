@@ -87,7 +87,7 @@ def _remove_dead_client_objects(key: str, grace_s: float = 2.0) -> None:
     more -- its control segment (owner lock free) and its socket file (nothing listening).
 
     The kernel may report the closed socket a moment before it drops the dead process's owner
-    lock, so the lock is polled for ``grace_s`` (on a helper thread, see ``_client_gone``); a
+    lock, so the lock is polled for ``grace_s`` (on a helper thread); a
     client still holding it after that is alive and keeps its objects.
     """
     control_name = naming.control_segment_name(key)
@@ -148,6 +148,7 @@ class ServerVirtualDeviceSet:
         self.violations: list[str] = []  # protocol violations by the client, with detail
         self.abort_reason: int | None = None
         self.client_closed = False
+        self._dead_client_cleanup = False  # removal of a dead client's objects scheduled
         self.name: str | None = None
         self.requested: VDConfig | None = None
         self.config: VDConfig | None = None
@@ -569,13 +570,21 @@ class ServerVirtualDeviceSet:
             ch.close()
         with self.lock:
             done = self.state in (ServerState.NORMALLY_TERMINATED, ServerState.DNE)
-            key, said_goodbye = self._key, self.client_closed
         if not done:
             # §1.9 / §8.1: death of the primary client is noticed and aborts the set.
             self._abort(AbortReason.PEER_DIED, notify=False)
-        if key and not said_goodbye:
-            threading.Thread(target=_remove_dead_client_objects, args=(key,),
-                             name="vdisim-dead-client-cleanup", daemon=True).start()
+        self._clean_up_after_client()
+
+    def _clean_up_after_client(self) -> None:
+        """The client's connection failed: if the client died (no GOODBYE), remove its
+        control segment and socket, which it cannot remove any more (once, off-thread)."""
+        with self.lock:
+            if self._dead_client_cleanup or self.client_closed or not self._key:
+                return
+            self._dead_client_cleanup = True
+            key = self._key
+        threading.Thread(target=_remove_dead_client_objects, args=(key,),
+                         name="vdisim-dead-client-cleanup", daemon=True).start()
 
     # ------------------------------------------------------------------ abort / close
     def signal_abort(self) -> int:
@@ -596,6 +605,8 @@ class ServerVirtualDeviceSet:
             for d in self._devices:
                 d.pending.clear()
             ch = self._ch
+        if reason == AbortReason.PEER_DIED:
+            self._clean_up_after_client()
         if notify and ch is not None:
             ch.send_quietly(frames.Abort(reason).encode())
         with contextlib.suppress(OSError):

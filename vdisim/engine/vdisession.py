@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -257,9 +258,9 @@ class VdiSession:
         elif f.kind == "statement_error":
             self.set.signal_abort()
             number = f.number or 3013
-            raise SqlError([SqlMessage(number, 16, 1, sqlerrors.CATALOGUE.get(
-                number, (16, "Injected failure."))[1].split("{")[0].strip()),
-                self.terminating()])
+            template = sqlerrors.CATALOGUE.get(number, (16, "Injected failure."))[1]
+            text = re.sub(r"\{[^}]*\}", "?", template)  # fields unknown for an injected error
+            raise SqlError([SqlMessage(number, 16, 1, text), self.terminating()])
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():

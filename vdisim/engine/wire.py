@@ -30,7 +30,7 @@ class Msg(enum.IntEnum):
     ATTENTION = 4  # client -> engine: cancel the running request
     MESSAGE = 10  # engine -> client: SqlMessage JSON
     ROWSET = 11  # engine -> client: Rowset JSON
-    DONE = 12  # engine -> client: {"ok": bool, "error": [numbers], "attention": bool}
+    DONE = 12  # engine -> client: {"ok": bool, "attention": bool}
     SCRIPT_RESULT = 13  # engine -> client: JSON result of a SCRIPT call
 
 
