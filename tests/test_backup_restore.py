@@ -403,8 +403,9 @@ def chain(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_full_diff_log_chain_restores_to_last_log_backup(conn: Connection, chain: Chain) -> None:
-    """RESTORE full, diff, log WITH NORECOVERY, log WITH RECOVERY into a new name gives the
-    source as it was at the last log backup, not as it is now."""
+    """§1.6 step 10, docs/media.md (restore sequencing): RESTORE full, diff, log WITH
+    NORECOVERY, log WITH RECOVERY into a new name gives the source as it was at the last log
+    backup, not as it is now."""
     target = chain.db + "_chain"
     try:
         r = conn.execute(f"EXEC sp_vdisim_workload '{chain.db}', 30, 99")  # after the chain
@@ -424,8 +425,9 @@ def test_full_diff_log_chain_restores_to_last_log_backup(conn: Connection, chain
 
 
 def test_log_restored_out_of_order_fails_4305(conn: Connection, chain: Chain) -> None:
-    """Skipping the first log backup: the second begins after the restored database's redo
-    point -> 4305 then 3013; the first log still applies afterwards."""
+    """docs/media.md (restore sequencing): skipping the first log backup, the second begins
+    after the restored database's redo point -> 4305 then 3013; the first log still applies
+    afterwards."""
     target = chain.db + "_ooo"
     try:
         for key, kind in (("full", "DATABASE"), ("diff", "DATABASE")):
@@ -448,8 +450,8 @@ def test_log_restored_out_of_order_fails_4305(conn: Connection, chain: Chain) ->
 
 
 def test_log_restore_onto_online_database_fails_3117(conn: Connection, chain: Chain) -> None:
-    """A log backup cannot roll forward an ONLINE database: 3117 then 3013, database
-    unchanged."""
+    """docs/media.md: a log backup cannot roll forward an ONLINE database: 3117 then 3013,
+    database unchanged."""
     before = checksum(conn, chain.db)
     rep = refclient.restore(conn, chain.db, chain.dirs["log1"], kind="LOG")
     assert rep.result is not None
@@ -461,7 +463,8 @@ def test_log_restore_onto_online_database_fails_3117(conn: Connection, chain: Ch
 
 
 def test_headeronly_reports_type_and_lsns(conn: Connection, chain: Chain) -> None:
-    """HEADERONLY: BackupType 1 full, 5 differential, 2 log; integer LSNs that chain."""
+    """§5 (VDF_ReadMedia reads), docs/media.md rowsets: HEADERONLY gives BackupType 1 full,
+    5 differential, 2 log, and integer LSNs that chain."""
     rows = {}
     for key in ("full", "diff", "log1", "log2"):
         rep = refclient.restore(conn, None, chain.dirs[key], kind="HEADERONLY")
@@ -478,6 +481,8 @@ def test_headeronly_reports_type_and_lsns(conn: Connection, chain: Chain) -> Non
 
 
 def test_filelistonly_and_labelonly(conn: Connection, chain: Chain) -> None:
+    """docs/media.md rowsets: FILELISTONLY lists the data (D) and log (L) files, LABELONLY
+    the one-family media label."""
     rep = refclient.restore(conn, None, chain.dirs["full"], kind="FILELISTONLY")
     assert rep.ok, explain(rep)
     assert rep.result is not None
@@ -493,6 +498,7 @@ def test_filelistonly_and_labelonly(conn: Connection, chain: Chain) -> None:
 
 
 def test_verifyonly_valid_set(conn: Connection, chain: Chain) -> None:
+    """VERIFYONLY of an intact set: only message 3262, no error."""
     for key in ("full", "diff", "log1"):
         rep = refclient.restore(conn, None, chain.dirs[key], kind="VERIFYONLY")
         assert rep.ok, explain(rep)
@@ -517,7 +523,8 @@ def corrupt_copy(src: str, dst: str) -> int:
 
 def test_verifyonly_detects_one_corrupt_byte(conn: Connection, chain: Chain,
                                              tmp_path: Any) -> None:
-    """One flipped payload byte -> VERIFYONLY fails with 3189 (damaged backup set) + 3013."""
+    """§1.10 (the client must reproduce the stream exactly): one flipped payload byte ->
+    VERIFYONLY fails with 3189 (damaged backup set) + 3013."""
     bad = str(tmp_path / "bad")
     corrupt_copy(chain.dirs["full"], bad)
     rep = refclient.restore(conn, None, bad, kind="VERIFYONLY")

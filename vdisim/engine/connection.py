@@ -216,7 +216,7 @@ class Engine:
                 shutil.rmtree(self._tmpdir)
         from vdisim.transport.segments import sweep_stale
 
-        sweep_stale(min_age=0)
+        sweep_stale(min_age=0.2)  # a dead engine's areas; not a segment being created now
 
     def __enter__(self) -> Engine:
         return self
