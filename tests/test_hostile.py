@@ -283,7 +283,8 @@ def test_configure_with_another_sets_segment(fake: FakeEngine, client: VirtualDe
         assert s.begin_configuration(WRITE_MEDIA, 512, 512, MTS) == OK
         assert s.end_configuration() == OK
         assert other.get_configuration(5000)[0] == OK
-        victim = [e for e in objects_of(other_name) if "-b" in e]
+        victim = [e for e in objects_of(other_name)
+                  if e.startswith(f"{naming.PREFIX}{key_of(other_name)}-b")]
         assert len(victim) == 1
 
         assert fake.hello() == frames.Welcome(OK, 0, False)
@@ -343,8 +344,8 @@ def configured(fake: FakeEngine, client: VirtualDeviceSet) -> Any:
 
 
 def test_well_formed_fake_engine_works(fake: FakeEngine, client: VirtualDeviceSet) -> None:
-    """Control for the hostile cases below: the same fake engine, well behaved, gets its
-    command served and its completion back."""
+    """Control for the hostile cases below (§1.7 server sequence): the same fake engine, well
+    behaved, gets its command served and its completion back."""
     dev = configured(fake, client)
     fake.ch.send(fake.command(cmd_id=7))
     hr, cmd = dev.get_command(5000)
@@ -423,7 +424,8 @@ MALFORMED: dict[str, Callable[[FakeEngine], bytes]] = {
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_malformed_frame_from_engine(fake: FakeEngine, client: VirtualDeviceSet,
                                      kind: str) -> None:
-    """A frame that does not decode: the client drops the engine and aborts the set."""
+    """A frame that does not decode: the client drops the engine and aborts the set (§8.1
+    library-internal failure); the waiting GetConfiguration returns VD_E_ABORT (§8.2)."""
     assert fake.hello() == frames.Welcome(OK, 0, False)
     blocked = Blocked(lambda: client.get_configuration(INFINITE))
     wait_blocked(client)

@@ -472,7 +472,8 @@ def test_client_sigkill_mid_backup(conn: Any, set_name: str) -> None:
 
         stmt = Blocked(backup)
         assert read_line(proc) == "READY"
-        assert any("-b" in o for o in set_objects_exist(set_name))  # buffer area exists
+        _, buf_prefix, _ = objects_of(set_name)
+        assert any(o.startswith(buf_prefix) for o in shm_entries())  # the engine's area
         killed_at = time.monotonic()
         kill_group(proc)
         result = stmt.join(10.0)
@@ -670,8 +671,8 @@ def test_create_replaces_stale_objects(set_name: str) -> None:
 
 
 def test_cleanup_command_removes_stale_objects(set_name: str) -> None:
-    """``vdisim cleanup`` removes the segments and sockets of dead owners, and leaves a live
-    set alone."""
+    """``vdisim cleanup`` removes the segments and sockets of dead owners (the shared objects
+    of §1.2), and leaves a live set alone."""
     live_name = "{" + str(uuid.uuid4()).upper() + "}"
     live = VirtualDeviceSet()
     assert live.create(live_name, VDConfig(device_count=1)) == OK

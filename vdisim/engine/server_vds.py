@@ -337,6 +337,7 @@ class ServerVirtualDeviceSet:
 
     def _send(self, dev: _Device, cmd: ServerCommand) -> int:
         fail_code = None
+        arm_watchdog = False
         with self.lock:
             state = self.state
             if state is not ServerState.ACTIVE:
@@ -354,6 +355,7 @@ class ServerVirtualDeviceSet:
                     cmd.completion_code = -1
                     if not any(d.pending for d in self._devices):
                         self._last_progress = time.monotonic()
+                        arm_watchdog = bool(self.config and self.config.server_timeout)
                     dev.pending[cmd.cmd_id] = cmd
                     buf = cmd.buffer
                     data = frames.Command(dev.index, cmd.cmd_id, cmd.command_code, cmd.size,
@@ -367,6 +369,9 @@ class ServerVirtualDeviceSet:
             if cmd.completion_routine is not None:
                 cmd.completion_routine(cmd)
             return hr
+        if arm_watchdog:  # the agent may sleep without a deadline: let it arm serverTimeOut
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"w")
         assert self._ch is not None
         if not self._ch.send_quietly(data):
             self._abort(AbortReason.PEER_DIED, notify=False)
