@@ -30,7 +30,7 @@ from vdisim.transport import frames
 from vdisim.transport.bufferarea import AreaError, BufferArea
 from vdisim.transport.channel import Channel, PeerGone, peer_uid
 from vdisim.transport.frames import AbortReason, EventCall, Role
-from vdisim.transport.segments import Segment, SegmentError, remove_if_dead
+from vdisim.transport.segments import Segment, SegmentError, remove_when_dead
 
 LogFn = Callable[[str], None]
 
@@ -487,8 +487,9 @@ class SetCore:
                      else "primary connection lost: aborting")
             self.abort(AbortReason.PEER_DIED if not malformed else AbortReason.LIBRARY_ERROR,
                        notify_peers=False, broadcast=True)
-        if segment and self.role == "primary":
-            remove_if_dead(segment)  # the engine died: remove its buffer area
+        if segment and self.role == "primary":  # the engine died: remove its buffer area
+            threading.Thread(target=remove_when_dead, args=(segment,), daemon=True,
+                             name="vdisim-dead-engine-cleanup").start()
 
     # ------------------------------------------------------------------ waiting
     def wait(self, predicate: Callable[[], bool], timeout_ms: int) -> bool:

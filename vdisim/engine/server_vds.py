@@ -32,7 +32,7 @@ from vdisim.transport import control, frames, naming
 from vdisim.transport.bufferarea import Allocator, AreaError
 from vdisim.transport.channel import Channel, PeerGone, connect, socket_alive
 from vdisim.transport.frames import AbortReason, Role
-from vdisim.transport.segments import Segment, SegmentError, owner_alive, remove_if_dead
+from vdisim.transport.segments import Segment, SegmentError, remove_when_dead
 
 QUEUE_LIMIT = 4096  # outstanding commands per device before VD_E_QUEUE_FULL [I]
 
@@ -90,13 +90,8 @@ def _remove_dead_client_objects(key: str, grace_s: float = 2.0) -> None:
     lock, so the lock is polled for ``grace_s`` (on a helper thread); a
     client still holding it after that is alive and keeps its objects.
     """
-    control_name = naming.control_segment_name(key)
-    deadline = time.monotonic() + grace_s
-    while owner_alive(control_name):
-        if time.monotonic() > deadline:
-            return  # the client process is alive (it only dropped the connection)
-        time.sleep(0.01)
-    remove_if_dead(control_name)
+    if not remove_when_dead(naming.control_segment_name(key), grace_s):
+        return  # the client process is alive (it only dropped the connection)
     path = naming.socket_path(key)
     if os.path.exists(path) and not socket_alive(path):
         with contextlib.suppress(OSError):

@@ -233,6 +233,19 @@ def remove_if_dead(name: str, *, min_age: float = 0.0) -> bool:
     return False
 
 
+def remove_when_dead(name: str, grace_s: float = 2.0) -> bool:
+    """A peer's connection dropped: wait up to ``grace_s`` for the kernel to release its owner
+    lock on ``name`` (it may report the closed socket first), then unlink the segment if its
+    owner is dead.  False if the owner is still alive (it only dropped the connection)."""
+    deadline = time.monotonic() + grace_s
+    while owner_alive(name):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    remove_if_dead(name)
+    return True
+
+
 def sweep_stale(prefix: str = PREFIX, min_age: float = 2.0) -> list[str]:
     """Remove every vdisim segment in /dev/shm whose owner is dead (start-up cleanup)."""
     removed: list[str] = []
