@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from vdisim.client import VirtualDeviceSet
 from vdisim.engine import Connection, Engine
 from vdisim.transport import naming
 from vdisim.transport.segments import SHM_DIR
@@ -65,3 +68,36 @@ def no_leaks() -> Iterator[None]:
                     timeout=5.0)
     assert ok, (f"leaked segments {sorted(shm_entries() - before_shm)} "
                 f"sockets {sorted(socket_entries() - before_sock)}")
+
+
+class Blocked:
+    """Run one blocking call on a thread; remember its result and when it returned."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.returned_at: float | None = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.result = fn()
+            except BaseException as exc:  # pragma: no cover - reported by the test
+                self.error = exc
+            self.returned_at = time.monotonic()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 5.0) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "blocked call did not return"
+        assert self.error is None, f"blocked call raised {self.error!r}"
+        return self.result
+
+
+def wait_blocked(vds: VirtualDeviceSet, waiters: int = 1) -> None:
+    """Wait until ``waiters`` API calls of ``vds`` sleep on the set's condition variable."""
+    core = vds._core
+    assert core is not None
+    assert wait_until(lambda: len(core.cond._waiters) >= waiters, 5.0),  \
+        "the call never blocked"

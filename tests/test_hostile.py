@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ from vdisim.transport.channel import Channel, PeerGone, connect
 from vdisim.transport.frames import AbortReason, FrameType, Role
 from vdisim.transport.segments import Segment
 
-from .conftest import shm_entries, wait_until
+from .conftest import Blocked, shm_entries, wait_blocked, wait_until
 
 # A hub thread that dies of an exception would be a failure even if the API looked fine.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -51,35 +50,6 @@ WRITE_MEDIA = int(Feature.VDF_WriteMedia)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-class Blocked:
-    """One blocking API call on a helper thread (so a test can watch it return)."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.result = fn()
-            except BaseException as exc:  # pragma: no cover - reported by join()
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float = 5.0) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the blocked call did not return"
-        assert self.error is None, f"the API raised {self.error!r}"
-        return self.result
-
-
-def wait_blocked(vds: VirtualDeviceSet) -> None:
-    core = vds._core
-    assert core is not None
-    assert wait_until(lambda: len(core.cond._waiters) >= 1, 5.0), "the call never blocked"
 
 
 def key_of(name: str) -> str:

@@ -39,7 +39,7 @@ from vdisim.protocol.states import ClientState
 from vdisim.transport import naming
 from vdisim.transport.frames import AbortReason
 
-from .conftest import shm_entries, wait_until
+from .conftest import Blocked, shm_entries, wait_blocked, wait_until
 
 OK = HResult.NOERROR
 ABORT = HResult.VD_E_ABORT
@@ -48,39 +48,6 @@ WRITE_MEDIA = int(Feature.VDF_WriteMedia)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-class Blocked:
-    """Run one blocking call on a thread; remember its result and when it returned."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.returned_at: float | None = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.result = fn()
-            except BaseException as exc:  # pragma: no cover - reported by the test
-                self.error = exc
-            self.returned_at = time.monotonic()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float = 5.0) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "blocked call did not return"
-        assert self.error is None, f"blocked call raised {self.error!r}"
-        return self.result
-
-
-def wait_blocked(vds: VirtualDeviceSet, waiters: int = 1) -> None:
-    """Wait until ``waiters`` API calls of ``vds`` sleep on the set's condition variable."""
-    core = vds._core
-    assert core is not None
-    assert wait_until(lambda: len(core.cond._waiters) >= waiters, 5.0),  \
-        "the call never blocked"
 
 
 def objects_of(name: str) -> tuple[str, str, str]:
