@@ -119,7 +119,7 @@ class VirtualDevice:
                 cond = None
             else:
                 def ready() -> bool:
-                    return dev.close_pending or (bool(dev.queue) and _deliverable(dev))
+                    return dev.close_pending or dev.has_deliverable()
                 got = core.wait(ready, t)
                 if core.state is ClientState.ABORT:
                     cond = Cond.ABORTED
@@ -205,12 +205,6 @@ class VirtualDevice:
             if not core.send_up(send + extra):
                 core.abort(AbortReason.PEER_DIED, notify_peers=False)
         return hr
-
-
-def _deliverable(dev: DeviceSlot) -> bool:
-    head = dev.queue[0]
-    return not (head.code == CommandCode.VDC_ClearError
-                and dev.state is states.DeviceState.IO_ERROR and dev.outstanding)
 
 
 class VirtualDeviceSet:

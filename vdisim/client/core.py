@@ -58,14 +58,16 @@ class DeviceSlot:
         self.close_pending = False  # server sent CloseDevice
         self.close_seen = False  # GetCommand returned VD_E_CLOSE
 
-    def next_deliverable(self) -> frames.Command | None:
+    def has_deliverable(self) -> bool:
         if not self.queue:
-            return None
+            return False
         head = self.queue[0]
-        if (head.code == CommandCode.VDC_ClearError and self.state is DeviceState.IO_ERROR
-                and self.outstanding):
-            return None  # §6.6.3: ClearError waits for every outstanding completion
-        return self.queue.popleft()
+        # §6.6.3: in IO-ERROR, ClearError waits for every outstanding completion.
+        return not (head.code == CommandCode.VDC_ClearError
+                    and self.state is DeviceState.IO_ERROR and bool(self.outstanding))
+
+    def next_deliverable(self) -> frames.Command | None:
+        return self.queue.popleft() if self.has_deliverable() else None
 
 
 class SetCore:
