@@ -62,6 +62,7 @@ DNE                 CREATE              BAD_CONFIG          VD_E_NOTSUPPORTED   
 DNE                 CREATE              BAD_NAME            VD_E_INVALID        -
 DNE                 CREATE              NAME_IN_USE         0x800700B7          -
 DNE                 CREATE              NO_MEMORY           VD_E_MEMORY         -
+DNE                 CREATE              BAD_INSTANCE        VD_E_INSTANCE_NAME  -
 DNE                 GET_CONFIGURATION   ANY                 VD_E_PROTOCOL       -
 DNE                 OPEN_DEVICE         ANY                 VD_E_PROTOCOL       -
 DNE                 GET_COMMAND         ANY                 VD_E_PROTOCOL       -
@@ -444,8 +445,16 @@ def dne_create_bad_name(h: Harness) -> None:
     cfg = VDConfig(device_count=1)
     for name in ("", "a\\b", "a\0b", "x" * 256, None, 42):
         h.expect(h.vds, C.CREATE, Cond.BAD_NAME, lambda n=name: h.vds.create(n, cfg))
-    h.expect(h.vds, C.CREATE, Cond.BAD_NAME,
-             lambda: h.vds.create(h.name, cfg, instance="MACHINE\\INSTANCE"))  # §1.4
+
+
+@cells((S.DNE, C.CREATE, Cond.BAD_INSTANCE))
+def dne_create_bad_instance(h: Harness) -> None:
+    """§1.4: CreateEx takes no ``machine\\`` prefix -> VD_E_INSTANCE_NAME (§2.1, §7)."""
+    cfg = VDConfig(device_count=1)
+    for instance in ("MACHINE\\INSTANCE", "i" * 129, 42):
+        h.expect(h.vds, C.CREATE, Cond.BAD_INSTANCE,
+                 lambda i=instance: h.vds.create(h.name, cfg, instance=i))
+    assert set_objects(h.name) == []
 
 
 @cells((S.DNE, C.CREATE, Cond.NAME_IN_USE))

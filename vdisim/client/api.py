@@ -241,8 +241,10 @@ class VirtualDeviceSet:
         return int(tr.hr)
 
     def _create(self, name: Any, config: Any, instance: Any) -> tuple[Cond, SetCore | None]:
-        if not naming.valid_set_name(name) or not naming.valid_instance(instance):
+        if not naming.valid_set_name(name):
             return Cond.BAD_NAME, None
+        if not naming.valid_instance(instance):
+            return Cond.BAD_INSTANCE, None
         if not isinstance(config, VDConfig) or check_client_config(config) != HResult.NOERROR:
             return Cond.BAD_CONFIG, None
         key = naming.set_key(instance, name)

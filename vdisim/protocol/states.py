@@ -68,6 +68,7 @@ class Cond(enum.Enum):
     QUEUE_FULL = "device queue full"
     IO_ERROR = "device in IO-ERROR"
     NO_SET = "no set of that name"
+    BAD_INSTANCE = "instance name not recognised"
 
 
 @attrs.frozen
@@ -111,6 +112,9 @@ CLIENT_TABLE: Mapping[ClientState, Mapping[ClientCall, Cell]] = {
             Cond.NAME_IN_USE: T(hresult_from_win32(ERROR_ALREADY_EXISTS),
                                 note="cross-process name collision is undocumented (§11.5) [I]"),
             Cond.NO_MEMORY: T(HResult.VD_E_MEMORY),
+            Cond.BAD_INSTANCE: T(HResult.VD_E_INSTANCE_NAME,
+                                 note="a machine\\ prefix or over-long instance name (§1.4, "
+                                      "§2.1: returned by CreateEx, checked by clients [H][O])"),
         },
         C.GET_CONFIGURATION: _PROTOCOL,
         C.OPEN_DEVICE: _PROTOCOL,
