@@ -180,7 +180,10 @@ def test_full_backup_stream_layout_exact_bytes(db: Database) -> None:
     assert stream.read(SET_HEADER_SIZE + 10, 1) == bytes(db.data[10:11])
     db.data[10] ^= 0xFF
     trailer = stream.read(stream.length - TRAILER_SIZE, TRAILER_SIZE)
-    digest = hashlib.sha256(stream.read(0, stream.length - TRAILER_SIZE)).digest()
+    # docs/media.md: SHA-256 of the set header and each page's 64-byte header, no bodies
+    page_headers = b"".join(bytes(db.data[p * PAGE_SIZE:p * PAGE_SIZE + PAGE_HEADER_SIZE])
+                            for p in range(96))
+    digest = hashlib.sha256(header + page_headers).digest()
     assert trailer[:4] == b"VEND" and trailer[32:] == digest
     assert struct.unpack_from("<QQ", trailer, 16) == (96 * PAGE_SIZE, stream.length)
     assert BackupSetInfo.from_header_bytes(header) == info
