@@ -104,7 +104,6 @@ class SetCore:
         os.set_blocking(self._wake_w, False)
         self._pending: dict[Channel, str] = {}  # accepted, waiting for HELLO
         self.hub: threading.Thread | None = None
-        self.generation = 0
 
     # ------------------------------------------------------------------ hub thread
     def start_hub(self) -> None:
@@ -451,11 +450,9 @@ class SetCore:
         """Enter Abort (§8.2): wake every waiter; tell the engine and the secondaries."""
         with self.cond:
             if self.state in (ClientState.DNE, ClientState.ABORT):
-                if self.state is ClientState.ABORT or self.abort_reason is not None:
-                    return
+                return  # closed, or already aborted: abort is idempotent (§2.6)
             self.abort_reason = reason
-            if self.state is not ClientState.DNE:
-                self.state = ClientState.ABORT
+            self.state = ClientState.ABORT
             self.cond.notify_all()
             secondaries = list(self.secondaries)
             up = self.upstream

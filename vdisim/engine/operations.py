@@ -161,6 +161,14 @@ def _run_devices(session: VdiSession, fn: Callable[[DeviceLink], int | SqlError 
     return results
 
 
+def _try_buffer(session: VdiSession) -> ServerBuffer | None:
+    """A free buffer from the pool shared by all devices, or None (never blocks)."""
+    try:
+        return session.buffers.get_nowait()
+    except queue.Empty:
+        return None
+
+
 def _get_buffer(session: VdiSession) -> ServerBuffer | None:
     while True:
         if session.aborted:
@@ -265,7 +273,7 @@ def _write_family(session: VdiSession, link: DeviceLink, layout: media.FamilyLay
     error: int | None = None
     while True:
         if error is None and offset < flen and not session.aborted:
-            buf = session.buffers.get_nowait() if not session.buffers.empty() else None
+            buf = _try_buffer(session)
             if buf is None and link.in_flight == 0:
                 buf = _get_buffer(session)
             if buf is not None:
@@ -523,7 +531,7 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
 
     while True:
         if want_more():
-            buf = session.buffers.get_nowait() if not session.buffers.empty() else None
+            buf = _try_buffer(session)
             if buf is None and link.in_flight == 0:
                 buf = _get_buffer(session)
             if buf is not None:
