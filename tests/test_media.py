@@ -325,12 +325,95 @@ def test_damaged_page_with_checksum_reports_the_page(db: Database) -> None:
         "backup set.")
 
 
-def test_damage_without_checksum_is_caught_by_the_trailer(db: Database) -> None:
+def test_damage_without_checksum_is_still_caught(db: Database) -> None:
+    """The body is outside the trailer digest; the always-on page CRC check gives 3189."""
     data = media(backup(db, "full", checksum=False))
     offset = FAMILY_HEADER_SIZE + SET_HEADER_SIZE + 17 * PAGE_SIZE + 700
     with pytest.raises(SqlError) as exc:
         read_media([damaged(data[0], offset)])
     assert exc.value.numbers == [3189]
+
+
+def expected_digest(prepared: PreparedBackup) -> bytes:
+    """docs/media.md "What the checksums cover", computed independently of the code: the
+    set header, then the uncompressed payload with every 8128-byte page body left out."""
+    stream, info = prepared.stream, prepared.info
+    header = stream.read(0, SET_HEADER_SIZE)
+    payload = stream.read(SET_HEADER_SIZE, info.payload_length)
+    kept = []
+    if info.kind == "full":
+        kept = [payload[p:p + PAGE_HEADER_SIZE] for p in range(0, len(payload), PAGE_SIZE)]
+    pos = 0
+    while info.kind != "full" and pos < len(payload):
+        pages = struct.unpack_from("<I", payload, pos + 8)[0] if info.kind == "diff" else 1
+        kept.append(payload[pos:pos + 16])
+        kept += [payload[pos + 16 + k * PAGE_SIZE:pos + 16 + k * PAGE_SIZE + PAGE_HEADER_SIZE]
+                 for k in range(pages)]
+        pos += 16 + pages * PAGE_SIZE
+    return hashlib.sha256(header + b"".join(kept)).digest()
+
+
+def test_trailer_digest_covers_headers_not_page_bodies(db: Database) -> None:
+    """The trailer is the documented digest for every backup type, and building it reads no
+    page body: bodies changed after build_backup (the payload is a zero-copy view of the
+    database) leave it as it was, while the payload read back shows the changes."""
+    full = backup(db, "full")
+    full.commit()
+    db.run_workload(9, seed=4)
+    diff = backup(db, "diff")
+    log = backup(db, "log")
+    assert diff.info.record_count >= 2 and log.info.record_count == 9
+    for prepared in (full, diff, log):
+        want = expected_digest(prepared)
+        for p in range(db.n_pages):  # damage every body: the digest must not notice
+            db.data[p * PAGE_SIZE + PAGE_HEADER_SIZE + 9] ^= 0xFF
+        end = prepared.stream.length
+        trailer = prepared.stream.read(end - TRAILER_SIZE, TRAILER_SIZE)
+        for p in range(db.n_pages):
+            db.data[p * PAGE_SIZE + PAGE_HEADER_SIZE + 9] ^= 0xFF
+        assert trailer[:4] == b"VEND" and trailer[32:] == want, prepared.info.kind
+    packed = backup(db, "full", compression=True)  # compressed: every stored byte
+    stream = packed.stream
+    trailer = stream.read(stream.length - TRAILER_SIZE, TRAILER_SIZE)
+    assert trailer[32:] == hashlib.sha256(stream.read(0, stream.length - TRAILER_SIZE)).digest()
+
+
+@pytest.mark.parametrize("kind", ["diff", "log"])
+def test_damaged_page_body_in_diff_and_log_backups(db: Database, kind: BackupKind) -> None:
+    """A page body is outside the digest but its CRC32 is always checked on restore: 3183
+    naming the page with CHECKSUM (backup flag or RESTORE ... WITH CHECKSUM), else 3189."""
+    backup(db, "full").commit()
+    db.run_workload(5, seed=8)
+    prepared = backup(db, kind, checksum=False)
+    first_page = struct.unpack_from("<I", prepared.stream.read(SET_HEADER_SIZE, 16), 4)[0]
+    data = media(prepared)
+    offset = FAMILY_HEADER_SIZE + SET_HEADER_SIZE + 16 + PAGE_HEADER_SIZE + 300
+    assert read_media(data).info.kind == kind
+    with pytest.raises(SqlError) as exc:
+        read_media([damaged(data[0], offset)])
+    assert exc.value.numbers == [3189]
+    with pytest.raises(SqlError) as exc:
+        read_media([damaged(data[0], offset)], verify_checksums=True)
+    assert exc.value.numbers == [3183]
+    assert f"page (1:{first_page})" in exc.value.messages[0].text
+
+
+@pytest.mark.parametrize(("field", "checksum", "number"), [
+    (8, True, 3189),  # page_lsn: not part of the page check, caught by the digest
+    (30, True, 3189),  # reserved bytes: likewise
+    (20, True, 3183),  # body_crc32: the page check names the page
+    (20, False, 3189),
+    (4, True, 3183),  # page_id
+])
+def test_damaged_page_header_is_detected(db: Database, field: int, checksum: bool,
+                                         number: int) -> None:
+    data = media(backup(db, "full", checksum=checksum))
+    offset = FAMILY_HEADER_SIZE + SET_HEADER_SIZE + 17 * PAGE_SIZE + field
+    with pytest.raises(SqlError) as exc:
+        read_media([damaged(data[0], offset)])
+    assert exc.value.numbers == [number]
+    if number == 3183:
+        assert "page (1:17)" in exc.value.messages[0].text
 
 
 @pytest.mark.parametrize("offset", [FAMILY_HEADER_SIZE + 40,  # set header

@@ -1475,7 +1475,7 @@ class RestoreAssembler:
         if _stored_digest(info, buffer) != _bytes(trailer, "sha256"):
             raise sql_error(3189)
         if not verify:
-            pass
+            _verify_backup(result, info.database_name, error=3189)
         self._result = result
         return result
 
