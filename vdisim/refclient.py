@@ -148,6 +148,15 @@ class FileMedia:
         self.marks.append(self.pos)
         return Win32.ERROR_SUCCESS
 
+    def skip_marks(self, count: int) -> int:
+        """Move past the next ``count`` filemarks (forward only; reverse needs
+        VDF_ReversePosition and is not modelled)."""
+        ahead = [m for m in self.marks if m >= self.pos and m > self.passed]
+        if count < 1 or len(ahead) < count:
+            return Win32.ERROR_NO_DATA_DETECTED
+        self.pos = self.passed = ahead[count - 1]
+        return Win32.ERROR_SUCCESS
+
     def get_position(self) -> tuple[int, int]:
         return Win32.ERROR_SUCCESS, self.pos // self.block if self.model == "tape" else self.pos
 
@@ -218,6 +227,8 @@ def _perform(cmd: Command, media: FileMedia, features: int,
             return Win32.ERROR_SUCCESS, 0, 0
         if code == CommandCode.VDC_WriteMark and features & Feature.VDF_FileMarks:
             return media.write_mark(), 0, 0
+        if code == CommandCode.VDC_SkipMarks and features & Feature.VDF_FileMarks:
+            return media.skip_marks(cmd.size), 0, 0
         if code == CommandCode.VDC_PrepareToFreeze:
             return Win32.ERROR_SUCCESS, 0, 0
         if code == CommandCode.VDC_Snapshot and snapshot is not None:

@@ -8,7 +8,8 @@ Command streams (spec §6.7), per device and device model (§5.1):
   position.
 - RESTORE, pipe: Read... of sizes between BLOCKSIZE and MAXTRANSFERSIZE (seeded, unrelated to the
   backup's, §1.10) -> one more Read expecting ERROR_HANDLE_EOF -> ClearError -> CloseDevice.
-  Tape: Rewind, GetPosition, read the header, SetPosition back, Read... until the filemark.
+  Tape: Rewind, GetPosition, read the header, SetPosition back, Read... until the filemark
+  (or, when the family ends first, SkipMarks 1 past it).
   Disk: the header is read at position 0, then the family again from position 0.
 - An error completion puts the device in IO-ERROR: the engine stops, drains, sends ClearError,
   closes the devices normally and fails the statement (§6.6, §8.1); abort (995) fails it
@@ -582,6 +583,14 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
         return code
     if eof:
         link.clear_error()  # the EOF completion put the device in IO-ERROR (§6.6 note)
+    elif model is DeviceModel.TAPE and not metadata_only:
+        # The family is complete before its filemark: skip the mark, as the engine does to
+        # leave the tape positioned after the backup set (VDF_FileMarks, §5, §6.4).
+        c = link.call(CommandCode.VDC_SkipMarks, 1)
+        if c.completion_code == Win32.ERROR_OPERATION_ABORTED:
+            return c.completion_code
+        if c.completion_code != Win32.ERROR_SUCCESS:
+            link.clear_error()
     elif plan.read_to_eof and not metadata_only and model is not DeviceModel.DISK:
         buf = _get_buffer(session)
         if buf is None:
