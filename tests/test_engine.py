@@ -167,3 +167,24 @@ def test_engine_stop_closes_live_sets(set_name: str) -> None:
     assert wait_until(lambda: vds.state.name == "ABORT", 5.0)
     assert vds.get_configuration(1000)[0] == HResult.VD_E_ABORT
     assert vds.close() == HResult.NOERROR
+
+
+def test_tape_model_uses_marks_and_positions(conn: Connection, tmp_path: object) -> None:
+    """§5.1 tape: GetPosition + WriteMark on backup; Rewind, GetPosition, SetPosition and
+    SkipMarks on restore, against the reference client's file-backed tape."""
+    conn.execute("CREATE DATABASE eng_tape WITH SIZE_MB = 1", check=True)
+    media = os.path.join(str(tmp_path), "tape")
+    b = refclient.backup(conn, "eng_tape", media, devices=1, model="tape")
+    assert b.ok, b.log
+    cmds = b.devices[0].commands
+    assert cmds["VDC_GetPosition"] == 1 and cmds["VDC_WriteMark"] == 1
+    with open(refclient.media_paths(media, 1)[0] + ".marks") as f:
+        assert len(json.load(f)) == 1
+    r = refclient.restore(conn, "eng_tape2", media, devices=1, model="tape")
+    assert r.ok, r.log
+    rc = r.devices[0].commands
+    assert [rc[k] for k in ("VDC_Rewind", "VDC_GetPosition", "VDC_SetPosition",
+                            "VDC_SkipMarks")] == [1, 1, 1, 1]
+    sums = {conn.execute(f"EXEC sp_vdisim_checksum '{d}'").rowsets[0].rows[0][1]
+            for d in ("eng_tape", "eng_tape2")}
+    assert len(sums) == 1
