@@ -542,7 +542,8 @@ SMALL_SHM_SCRIPT = textwrap.dedent("""
     finally:
         eng.stop()
     import os
-    out["shm_left"] = sorted(e for e in os.listdir("/dev/shm") if e.startswith("vdisim-"))
+    from vdisim.transport.naming import PREFIX
+    out["shm_left"] = sorted(e for e in os.listdir("/dev/shm") if e.startswith(PREFIX))
     print(json.dumps(out))
 """)
 

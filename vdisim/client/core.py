@@ -26,7 +26,7 @@ from vdisim.protocol import codes, states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
 from vdisim.protocol.records import VDConfig
 from vdisim.protocol.states import ClientState, DeviceEvent, DeviceState
-from vdisim.transport import frames
+from vdisim.transport import frames, naming
 from vdisim.transport.bufferarea import AreaError, BufferArea
 from vdisim.transport.channel import Channel, PeerGone, peer_uid
 from vdisim.transport.frames import AbortReason, EventCall, Role
@@ -260,7 +260,7 @@ class SetCore:
         problem = None
         if cfg.device_count != self.requested.device_count:
             problem = "engine configured a different device count"
-        elif frame.segment.rpartition("-b")[0] != f"vdisim-{self.key}":
+        elif frame.segment.rpartition("-b")[0] != f"{naming.PREFIX}{self.key}":
             problem = "buffer segment does not belong to this set"
         area = None
         if problem is None:

@@ -12,7 +12,18 @@ import hashlib
 import os
 import tempfile
 
-PREFIX = "vdisim-"
+
+def _namespace() -> str:
+    """``$VDISIM_NAMESPACE`` (up to 4 letters or digits) separates independent groups of
+    engines and clients on one host: their objects are ``vdisim<ns>-...``.  Test runs use it
+    so that concurrent runs do not see each other's segments."""
+    ns = os.environ.get("VDISIM_NAMESPACE", "")
+    if len(ns) > 4 or (not ns.isalnum() and ns):
+        raise ValueError(f"VDISIM_NAMESPACE must be up to 4 letters or digits, not {ns!r}")
+    return ns
+
+
+PREFIX = f"vdisim{_namespace()}-"
 MAX_NAME_BYTES = 255
 
 
