@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 from vdisim.client import VirtualDeviceSet
 from vdisim.engine import Engine
@@ -79,7 +80,7 @@ def roundtrip(n: int) -> dict[str, float]:
             "p99_us": times[int(len(times) * 0.99)] / 1000}
 
 
-def throughput(gib: float, mts: int) -> dict[str, float]:
+def throughput(gib: float, mts: int) -> dict[str, Any]:
     size_mb = int(gib * 1024)
     with Engine.start() as eng:
         conn = eng.connect()

@@ -3,8 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+
+# Subcommands that live beside the library register themselves: ``module:function`` is called
+# with the subparsers object.  cli.py is the only place that sits on top of everything
+# (conformance/, benchmarks/); the library itself never imports them.
+EXTERNAL_COMMANDS: dict[str, str] = {
+    "list-rules": "conformance.cli:register_list_rules",
+    "conform": "conformance.cli:register_conform",
+    "replay": "conformance.replay:register",
+    "check-client": "conformance.harness.cli:register_check_client",
+    "run": "conformance.harness.cli:register_run",
+    "fuzz": "conformance.fuzz.cli:register",
+    "bench": "benchmarks.cli:register",
+    "build-libsqlvdi": "vdisim.native.build:register",
+}
+
+
+def _register_external(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for spec in EXTERNAL_COMMANDS.values():
+        module, _, func = spec.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a command whose module is not built yet
+            if exc.name is not None and module.startswith(exc.name):
+                continue
+            raise
+        getattr(mod, func)(sub)
 
 
 def _engine_serve(args: argparse.Namespace) -> int:
@@ -103,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     clean = sub.add_parser("cleanup", help="remove stale shared-memory segments")
     clean.set_defaults(func=_cleanup)
+    _register_external(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""Conformance backends (see conformance.backend)."""

@@ -1,0 +1,1 @@
+"""Rule catalogue modules (see conformance.rules)."""
