@@ -17,6 +17,7 @@ import os
 import secrets
 from typing import Any
 
+from vdisim import deviations
 from vdisim.client.core import DeviceSlot, SetCore
 from vdisim.protocol import states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
@@ -106,6 +107,8 @@ class VirtualDevice:
         VD_E_PROTOCOL."""
         core = self._live_core()
         if core is None:  # interface invalid after Close (§2.7)
+            if deviations.active("getcommand-protocol-as-abort"):
+                return int(HResult.VD_E_ABORT), None
             return int(states.client_transition(ClientState.DNE, ClientCall.GET_COMMAND).hr), None
         t = _timeout(timeout_ms)
         if t is None:
@@ -114,7 +117,12 @@ class VirtualDevice:
         frame: frames.Command | None = None
         with core.cond:
             state = core.state
-            if state is not ClientState.ACTIVE:
+            if (state is ClientState.ABORT and deviations.active("getcommand-after-abort")
+                    and dev.queue):
+                frame = dev.queue.popleft()
+                hr = int(HResult.NOERROR)
+                dev.outstanding[frame.cmd_id] = cmd = Command(core, frame)
+            elif state is not ClientState.ACTIVE:
                 hr = int(states.client_transition(state, ClientCall.GET_COMMAND, Cond.ANY).hr)
                 cond = None
             else:
@@ -129,7 +137,8 @@ class VirtualDevice:
                     frame = dev.next_deliverable() if got else None
                     if frame is not None:
                         cond = Cond.OK
-                    elif got and dev.close_pending:
+                    elif (got and dev.close_pending
+                          and not deviations.active("server-close-device-no-close")):
                         dev.close_seen = True
                         others = all(d.close_seen or not d.opened_here for d in core.devices)
                         if core.role == "primary":
@@ -178,6 +187,9 @@ class VirtualDevice:
                 else:
                     cond = Cond.OK
                 hr = int(states.client_transition(state, ClientCall.COMPLETE_COMMAND, cond).hr)
+                if (cond is Cond.NOT_OUTSTANDING and deviations.active("complete-twice")
+                        and isinstance(command, Command) and command._core is core):
+                    hr = int(HResult.NOERROR)
                 if cond is Cond.OK:
                     del dev.outstanding[cid]
                     command._release()
@@ -232,6 +244,8 @@ class VirtualDeviceSet:
         VD_E_PROTOCOL, VD_E_NOTSUPPORTED, VD_E_INVALID (bad name), VD_E_MEMORY, or
         HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS) when a live set has this name."""
         if self._core is not None:
+            if deviations.active("create-twice"):
+                return int(HResult.NOERROR)
             return self._lookup(ClientCall.CREATE)
         cond, core = self._create(name, config, instance)
         tr = states.client_transition(ClientState.DNE, ClientCall.CREATE, cond)
@@ -280,6 +294,8 @@ class VirtualDeviceSet:
         """GetConfiguration (§2.2): wait until the server ends configuration."""
         core = self._core
         if core is None:
+            if deviations.active("getconfiguration-dne-timeout"):
+                return int(HResult.VD_E_TIMEOUT), None
             return self._lookup(ClientCall.GET_CONFIGURATION), None
         t = _timeout(timeout_ms)
         if t is None:
@@ -329,6 +345,8 @@ class VirtualDeviceSet:
                 core.state = tr.next  # type: ignore[assignment]
         core.report(EventCall.OPEN_DEVICE, slot.index if slot else -1, tr.hr)
         if slot is None:
+            if cond is Cond.BAD_NAME and deviations.active("opendevice-invalid-name-protocol"):
+                return int(HResult.VD_E_PROTOCOL), None
             return int(tr.hr), None
         return int(tr.hr), VirtualDevice(self, core, slot)
 
@@ -369,6 +387,8 @@ class VirtualDeviceSet:
         """SignalAbort (§2.6): NOERROR (also when already aborted), VD_E_PROTOCOL in DNE."""
         core = self._core
         if core is None:
+            if deviations.active("signal-abort-dne-noerror"):
+                return int(HResult.NOERROR)
             return self._lookup(ClientCall.SIGNAL_ABORT)
         tr = states.client_transition(core.state, ClientCall.SIGNAL_ABORT)
         core.report(EventCall.SIGNAL_ABORT, -1, tr.hr)
@@ -395,12 +415,15 @@ class VirtualDeviceSet:
                     for d in core.devices)
         cond = Cond.DEVICES_OPEN if devices_open else Cond.OK
         tr = states.client_transition(state, ClientCall.CLOSE, cond)
-        if devices_open:
+        if devices_open and not deviations.active("close-open-without-abort"):
             core.abort(AbortReason.CLIENT_CLOSE_WITH_DEVICES_OPEN, notify_peers=True)
-        core.report(EventCall.CLOSE, -1, tr.hr)
+        hr = int(tr.hr)
+        if devices_open and deviations.active("close-noerror-with-open-devices"):
+            hr = int(HResult.NOERROR)
+        core.report(EventCall.CLOSE, -1, hr)
         self._core = None
         core.shutdown()
-        return int(tr.hr)
+        return hr
 
     # ------------------------------------------------------------------ OpenInSecondary
     def open_in_secondary(self, name: str, instance: str | None = None) -> int:
@@ -503,9 +526,12 @@ class VirtualDeviceSet:
                 off, size = desc
                 view = area.buf[off:off + size]
                 core.views.append(view)
-        core.report(EventCall.MAP_BUFFER_HANDLE, -1, tr.hr,
+        hr = int(tr.hr)
+        if hr == HResult.VD_E_INVALID and deviations.active("map-handle-any"):
+            hr = int(HResult.NOERROR)
+        core.report(EventCall.MAP_BUFFER_HANDLE, -1, hr,
                     handle if isinstance(handle, int) else 0)
-        return int(tr.hr), view
+        return hr, view
 
     # ------------------------------------------------------------------ misc
     def __del__(self) -> None:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from vdisim import deviations
 from vdisim.protocol import codes, states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
 from vdisim.protocol.records import VDConfig
@@ -64,7 +65,8 @@ class DeviceSlot:
         head = self.queue[0]
         # §6.6.3: in IO-ERROR, ClearError waits for every outstanding completion.
         return not (head.code == CommandCode.VDC_ClearError
-                    and self.state is DeviceState.IO_ERROR and bool(self.outstanding))
+                    and self.state is DeviceState.IO_ERROR and bool(self.outstanding)
+                    and not deviations.active("clearerror-before-completions"))
 
     def next_deliverable(self) -> frames.Command | None:
         return self.queue.popleft() if self.has_deliverable() else None

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from vdisim import deviations
 from vdisim.protocol import codes, states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
 from vdisim.protocol.records import VDConfig, check_server_configuration
@@ -612,7 +613,9 @@ class ServerVirtualDeviceSet:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"a")
         for cmd in victims:
-            cmd.completion_code = Win32.ERROR_OPERATION_ABORTED
+            cmd.completion_code = (Win32.ERROR_SUCCESS
+                                   if deviations.active("abort-completion-not-995")
+                                   else Win32.ERROR_OPERATION_ABORTED)
             cmd.bytes_transferred = 0
             if cmd.completion_routine is not None:
                 cmd.completion_routine(cmd)

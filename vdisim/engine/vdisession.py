@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from vdisim import deviations
 from vdisim.engine import sqlerrors
 from vdisim.engine.plan import Fault, Plan
 from vdisim.engine.server_vds import ServerBuffer, ServerCommand, ServerVirtualDeviceSet
@@ -184,6 +185,8 @@ class VdiSession:
         if self.write_media and req.features & Feature.VDF_RequestComplete:
             features |= Feature.VDF_CompleteEnabled  # §5 KB3188454 handshake
             self.complete_enabled = True
+        elif self.write_media and deviations.active("complete-unrequested"):
+            self.complete_enabled = True  # planted: Complete sent though not requested
         bs = plan.effective_block_size
         align = max(bs, req.alignment or 0)
         if align > 65536:
