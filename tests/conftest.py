@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -15,6 +16,9 @@ from vdisim.client import VirtualDeviceSet
 from vdisim.engine import Connection, Engine
 from vdisim.transport import naming
 from vdisim.transport.segments import SHM_DIR
+
+# Replay files written by failing cases in tests go to a temporary directory, not the cwd.
+os.environ.setdefault("VDISIM_REPLAY_DIR", tempfile.mkdtemp(prefix="vdisim-test-replays-"))
 
 
 def shm_entries() -> set[str]:

@@ -17,7 +17,7 @@ import os
 import secrets
 from typing import Any
 
-from vdisim import deviations
+from vdisim import deviations, hooks
 from vdisim.client.core import DeviceSlot, SetCore
 from vdisim.protocol import states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
@@ -105,6 +105,8 @@ class VirtualDevice:
     def get_command(self, timeout_ms: int) -> tuple[int, Command | None]:
         """GetCommand (§2.4): NOERROR with a command, VD_E_TIMEOUT, VD_E_CLOSE, VD_E_ABORT,
         VD_E_PROTOCOL."""
+        if hooks.ACTIVE:
+            hooks.point("client.get_command", device=self.index)
         core = self._live_core()
         if core is None:  # interface invalid after Close (§2.7)
             if deviations.active("getcommand-protocol-as-abort"):
@@ -154,6 +156,8 @@ class VirtualDevice:
                     cmd = Command(core, frame)
                     dev.outstanding[frame.cmd_id] = cmd
         result = cmd if frame is not None else None
+        if hooks.ACTIVE:
+            hooks.point("client.get_command.return", device=dev.index, hr=hr)
         core.report(EventCall.GET_COMMAND, dev.index, hr, t & _U32,
                     frame.code if frame else 0, frame.cmd_id if frame else 0,
                     defer=frame is not None)
@@ -163,6 +167,8 @@ class VirtualDevice:
                          bytes_transferred: int = 0, position: int = 0) -> int:
         """CompleteCommand (§2.5): NOERROR, VD_E_INVALID (not outstanding, e.g. twice),
         VD_E_ABORT, VD_E_PROTOCOL."""
+        if hooks.ACTIVE:
+            hooks.point("client.complete_command", device=self.index)
         core = self._live_core()
         if core is None:
             return int(states.client_transition(ClientState.DNE, ClientCall.COMPLETE_COMMAND).hr)
@@ -209,13 +215,18 @@ class VirtualDevice:
                     if isinstance(completion_code, int) else 0,
                     bytes_transferred if isinstance(bytes_transferred, int) else 0, cid,
                     defer=True)
+        if hooks.ACTIVE:  # the completion is accepted but not yet on the wire
+            hooks.point("client.complete_command.send", device=dev.index, hr=hr)
         if send is not None:
             # §6.6.3: commands queued but not delivered when the error happened complete with
             # ERROR_IO_DEVICE; the client never sees them.
             extra = b"".join(frames.encode_completion(f.device, f.cmd_id, Win32.ERROR_IO_DEVICE,
                                                       0, 0, generated=True) for f in generated)
-            if not core.send_up(send + extra):
-                core.abort(AbortReason.PEER_DIED, notify_peers=False)
+            # A send that fails is not by itself the engine's death: the engine may have closed
+            # its set cleanly with this completion unread (its SERVER_CLOSE may still be unread
+            # here).  The hub thread reads what the engine sent up to EOF and decides: EOF
+            # after SERVER_CLOSE ends the set normally, EOF before it aborts (§1.8, §8.1).
+            core.send_up(send + extra)
         return hr
 
 
@@ -243,6 +254,8 @@ class VirtualDeviceSet:
         """Create / CreateEx (§2.1): make the set findable by name.  Returns NOERROR,
         VD_E_PROTOCOL, VD_E_NOTSUPPORTED, VD_E_INVALID (bad name), VD_E_MEMORY, or
         HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS) when a live set has this name."""
+        if hooks.ACTIVE:
+            hooks.point("client.create")
         if self._core is not None:
             if deviations.active("create-twice"):
                 return int(HResult.NOERROR)
@@ -292,6 +305,8 @@ class VirtualDeviceSet:
     # ------------------------------------------------------------------ GetConfiguration
     def get_configuration(self, timeout_ms: int) -> tuple[int, VDConfig | None]:
         """GetConfiguration (§2.2): wait until the server ends configuration."""
+        if hooks.ACTIVE:
+            hooks.point("client.get_configuration")
         core = self._core
         if core is None:
             if deviations.active("getconfiguration-dne-timeout"):
@@ -323,6 +338,8 @@ class VirtualDeviceSet:
     def open_device(self, name: str) -> tuple[int, VirtualDevice | None]:
         """OpenDevice (§2.3): NOERROR, VD_E_OPEN once all are open, VD_E_PROTOCOL (already
         open / not configured), VD_E_INVALID (not a device of the set), VD_E_ABORT."""
+        if hooks.ACTIVE:
+            hooks.point("client.open_device")
         core = self._core
         if core is None:
             return self._lookup(ClientCall.OPEN_DEVICE), None
@@ -385,6 +402,8 @@ class VirtualDeviceSet:
     # ------------------------------------------------------------------ SignalAbort
     def signal_abort(self) -> int:
         """SignalAbort (§2.6): NOERROR (also when already aborted), VD_E_PROTOCOL in DNE."""
+        if hooks.ACTIVE:
+            hooks.point("client.signal_abort")
         core = self._core
         if core is None:
             if deviations.active("signal-abort-dne-noerror"):
@@ -392,6 +411,8 @@ class VirtualDeviceSet:
             return self._lookup(ClientCall.SIGNAL_ABORT)
         tr = states.client_transition(core.state, ClientCall.SIGNAL_ABORT)
         core.report(EventCall.SIGNAL_ABORT, -1, tr.hr)
+        if hooks.ACTIVE:
+            hooks.point("client.signal_abort.post")
         core.abort(AbortReason.CLIENT_SIGNAL_ABORT, notify_peers=True)
         return int(tr.hr)
 
@@ -399,6 +420,8 @@ class VirtualDeviceSet:
     def close(self) -> int:
         """Close (§2.7): NOERROR; VD_E_PROTOCOL when nothing is open; VD_E_OPEN when devices
         are still open -- which signals abort first and still releases everything."""
+        if hooks.ACTIVE:
+            hooks.point("client.close")
         core = self._core
         if core is None:
             return self._lookup(ClientCall.CLOSE)
@@ -422,6 +445,8 @@ class VirtualDeviceSet:
             hr = int(HResult.NOERROR)
         core.report(EventCall.CLOSE, -1, hr)
         self._core = None
+        if hooks.ACTIVE:
+            hooks.point("client.close.shutdown", hr=hr)
         core.shutdown()
         return hr
 
@@ -429,6 +454,8 @@ class VirtualDeviceSet:
     def open_in_secondary(self, name: str, instance: str | None = None) -> int:
         """OpenInSecondary[Ex] (§2.8): attach this process to a set whose primary has done
         Create and GetConfiguration.  NOERROR, VD_E_PROTOCOL, VD_E_ABORT."""
+        if hooks.ACTIVE:
+            hooks.point("client.open_in_secondary")
         if self._core is not None:
             return self._lookup(ClientCall.OPEN_IN_SECONDARY)
         cond, core = self._attach(name, instance)
