@@ -34,6 +34,7 @@ from vdisim.protocol.records import VDConfig
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendUnavailable",
     "Capability",
     "ClientSide",
     "CommandView",
@@ -62,6 +63,11 @@ class Capability(enum.Enum):
     TAPE = "tape"  # tape-like device model (VDF_LikeTape)
     DISK = "disk"  # disk-like device model (VDF_LikeDisk, random access)
     MULTI_DEVICE = "multi_device"  # sets of more than one device
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (a missing library, server, credential...); the message
+    names the missing piece.  Raised by ``Backend.open``."""
 
 
 class NotCapable(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -69,7 +70,7 @@ def _backend_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def _conform(args: argparse.Namespace) -> int:
-    from conformance.backend import open_backend
+    from conformance.backend import BackendUnavailable, open_backend
     from conformance.suite import run_suite
 
     try:
@@ -92,7 +93,12 @@ def _conform(args: argparse.Namespace) -> int:
             print(msg, flush=True)
 
     try:
-        with backend:
+        backend.open()
+    except BackendUnavailable as exc:
+        print(f"vdisim conform: backend {args.backend!r} is unavailable: {exc}", file=sys.stderr)
+        return EXIT_HARNESS_ERROR
+    try:
+        with contextlib.closing(backend):
             report = run_suite(backend, rules=selected, seed=seed, profile=args.profile,
                                replay_dir=args.replay_dir, on_progress=progress)
     except Exception as exc:  # a harness error, never a verdict
@@ -119,7 +125,9 @@ def register_conform(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="passed to the backend factory (repeatable)")
     p.add_argument("--rules", metavar="GLOB", help="only rules whose ID matches")
     p.add_argument("--seed", type=int, help="seed of the random exploration (printed)")
-    p.add_argument("--profile", choices=["ci", "full"], default="ci")
+    p.add_argument("--profile", choices=["quick", "ci", "full"], default="ci",
+                   help="quick: directed sequences and statement runs only; ci: + ~20 s of "
+                        "random exploration; full: + 10 minutes")
     p.add_argument("--junit-xml", metavar="PATH")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--replay-dir", metavar="DIR", help="where replay files go "

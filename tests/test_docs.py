@@ -25,7 +25,8 @@ SKIP_MARK = "# not run"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
                    re.MULTILINE | re.DOTALL)
 #: Pages this test owns the examples of: each must carry at least one runnable block.
-PAGES_WITH_EXAMPLES = ("wire.md", "plan.md", "snapshot.md", "client.md", "engine.md")
+PAGES_WITH_EXAMPLES = ("wire.md", "plan.md", "snapshot.md", "client.md", "engine.md",
+                       "client-harness.md", "tds.md", "fuzz.md", "conformance.md")
 
 
 def doc_files() -> list[Path]:

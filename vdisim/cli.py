@@ -36,10 +36,13 @@ def _register_external(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _engine_serve(args: argparse.Namespace) -> int:
     from vdisim.engine.server import serve
+    from vdisim.engine.tds.cli import config_from_args
 
     address = args.address or os.path.join(os.getcwd(), "vdisim-engine.sock")
     data = args.data or os.path.join(os.getcwd(), "vdisim-data")
-    return serve(address, data, seed=args.seed, quiet=args.quiet)
+    os.makedirs(data, exist_ok=True)
+    return serve(address, data, seed=args.seed, quiet=args.quiet,
+                 tds=config_from_args(args, data))
 
 
 def _sql(args: argparse.Namespace) -> int:
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", help="data directory (snapshot files)")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--quiet", action="store_true")
+    from vdisim.engine.tds.cli import add_serve_arguments
+
+    add_serve_arguments(serve)
     serve.set_defaults(func=_engine_serve)
 
     sql = sub.add_parser("sql", help="run statements against an engine")

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from vdisim import deviations
+from vdisim import deviations, hooks
 from vdisim.protocol import codes, states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
 from vdisim.protocol.records import VDConfig
@@ -34,6 +34,7 @@ from vdisim.transport.frames import AbortReason, EventCall, Role
 from vdisim.transport.segments import Segment, SegmentError, remove_when_dead
 
 LogFn = Callable[[str], None]
+_KNOWN_CODES = frozenset(int(c) for c in CommandCode)
 
 
 def _default_log(msg: str) -> None:
@@ -111,6 +112,8 @@ class SetCore:
     def start_hub(self) -> None:
         self.hub = threading.Thread(target=self._hub_main, name=f"vdisim-hub-{self.key}",
                                     daemon=True)
+        if hooks.ACTIVE:
+            hooks.adopt(self.hub, "hub")
         self.hub.start()
 
     def _wake(self) -> None:
@@ -118,6 +121,8 @@ class SetCore:
             os.write(self._wake_w, b"x")
 
     def _hub_main(self) -> None:
+        if hooks.ACTIVE:
+            hooks.point("client.hub.start", role=self.role)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.listener is not None:
@@ -135,7 +140,9 @@ class SetCore:
                     if ch not in registered and not ch.closed:
                         sel.register(ch.sock, selectors.EVENT_READ, ch)
                         registered.add(ch)
-                for key, _ in sel.select(timeout=None):
+                if hooks.ACTIVE:
+                    hooks.wait_io("client.hub.select", [k.fd for k in sel.get_map().values()])
+                for key, _ in sel.select(timeout=0 if hooks.ACTIVE else None):
                     tag = key.data
                     if tag == "wake":
                         with contextlib.suppress(OSError):
@@ -153,12 +160,16 @@ class SetCore:
                             self._peer_gone(tag, malformed=isinstance(exc, frames.FrameError))
                             continue
                         for frame in batch:
+                            if hooks.ACTIVE:
+                                hooks.point("client.hub.frame", frame=type(frame).__name__)
                             self._dispatch(tag, frame)
         except Exception as exc:  # a bug here must not hang the user: abort the set
             self.log(f"hub failed: {exc!r}")
             self.abort(AbortReason.LIBRARY_ERROR, notify_peers=True)
         finally:
             sel.close()
+            if hooks.ACTIVE:
+                hooks.exit()
 
     def _channels(self) -> list[Channel]:
         with self.lock:
@@ -291,11 +302,9 @@ class SetCore:
     def _valid_command(self, f: frames.Command) -> str | None:
         if not 0 <= f.device < len(self.devices):
             return f"command for unknown device {f.device}"
-        try:
-            code = CommandCode(f.code)
-        except ValueError:
+        if f.code not in _KNOWN_CODES:
             return None  # unknown codes are delivered: clients answer ERROR_NOT_SUPPORTED (§6.4)
-        if code in codes.DATA_COMMANDS:
+        if f.code in codes.DATA_COMMANDS:
             cfg = self.config
             if self.area is None or cfg is None:
                 return "data command before configuration"
@@ -347,6 +356,8 @@ class SetCore:
         dev = self.devices[index]
         with self.cond:
             dev.close_pending = True
+            if deviations.active("race-closedevice-drops-queued"):  # planted race bug (fuzz)
+                dev.queue.clear()
             dev.state = states.device_transition(dev.state, DeviceEvent.CLOSE).next
             owner = dev.owner
             self.cond.notify_all()
@@ -435,7 +446,7 @@ class SetCore:
     def report(self, call: EventCall, device: int, hr: int, a: int = 0, b: int = 0, c: int = 0,
                *, defer: bool = False) -> None:
         """Send an EVENT frame for an API call (the client's trace on the wire)."""
-        data = frames.Event(call, device, hr, a, b, os.getpid(), c, time.monotonic_ns()).encode()
+        data = frames.encode_event(call, device, hr, a, b, os.getpid(), c, time.monotonic_ns())
         with self.lock:
             ch = self.upstream
             if ch is None:
@@ -455,7 +466,8 @@ class SetCore:
                 return  # closed, or already aborted: abort is idempotent (§2.6)
             self.abort_reason = reason
             self.state = ClientState.ABORT
-            self.cond.notify_all()
+            if not deviations.active("race-abort-forgets-waiter"):  # planted race bug (fuzz)
+                self.cond.notify_all()
             secondaries = list(self.secondaries)
             up = self.upstream
         data = frames.Abort(reason).encode()
@@ -499,6 +511,11 @@ class SetCore:
         while not predicate():
             if self.state in (ClientState.ABORT, ClientState.DNE):
                 return True
+            if hooks.ACTIVE:
+                if deadline is not None and deadline - hooks.monotonic() <= 0:
+                    return False
+                hooks.wait(self.cond, deadline, "client.wait")
+                continue
             if deadline is None:
                 self.cond.wait()
                 continue
@@ -526,10 +543,16 @@ class SetCore:
                 d.outstanding.clear()
                 d.queue.clear()
             views, self.views = self.views, []
-        if up is not None:
-            up.send_quietly(frames.Goodbye().encode())
+        if (up is not None and not up.send_quietly(frames.Goodbye().encode())
+                and self.role == "primary" and self.area is not None and not self.upstream_done):
+            # The engine is gone and the hub may not have read its EOF yet (a failed send
+            # noticed it first): remove the dead engine's buffer area here (§8.1).
+            threading.Thread(target=remove_when_dead, args=(self.area.segment.name,),
+                             daemon=True, name="vdisim-dead-engine-cleanup").start()
         self._wake()
         if self.hub is not None and self.hub is not threading.current_thread():
+            if hooks.ACTIVE:
+                hooks.join(self.hub, 5.0)
             self.hub.join(timeout=5.0)
         for ch in [*secondaries, *pending] + ([up] if up is not None else []):
             ch.close()
@@ -555,4 +578,4 @@ def deadline_from_ms(timeout_ms: int) -> float | None:
     """None = wait forever (INFINITE or negative, §2.2); else a monotonic deadline."""
     if timeout_ms < 0 or timeout_ms >= codes.INFINITE:
         return None
-    return time.monotonic() + timeout_ms / 1000.0
+    return hooks.monotonic() + timeout_ms / 1000.0

@@ -93,6 +93,18 @@ class Connection:
         """Drive a server-side VDI set step by step in the engine (scripting API)."""
         return ScriptSession(self)
 
+    def harness(self, op: str, **args: Any) -> dict[str, Any]:
+        """A client-harness request (``arm`` / ``collect`` / ``disarm``; docs/client-harness.md)."""
+        with self._lock:
+            self._stream.send(wire.Msg.HARNESS, {"op": op, **args})
+            kind, payload = self._stream.recv()
+        if kind is not wire.Msg.HARNESS_RESULT:
+            raise ScriptError(f"unexpected reply {kind.name}")
+        result = wire.parse_json(payload)
+        if "error" in result:
+            raise ScriptError(str(result["error"]))
+        return dict(result)
+
     def _script(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self._stream.send(wire.Msg.SCRIPT, {"op": op, "args": args})
@@ -170,17 +182,25 @@ class Engine:
         self.address = address
         self.proc = proc
         self._tmpdir = tmpdir
+        self.tds_address: str | None = None  # HOST:PORT of the TDS endpoint (docs/tds.md)
 
     connect = _ConnectDescriptor()
 
     @classmethod
     def start(cls, *, data_dir: str | None = None, seed: int = 0,
-              timeout: float = 30.0, env: dict[str, str] | None = None) -> Engine:
+              timeout: float = 30.0, env: dict[str, str] | None = None,
+              tds: str | None = None, tds_args: tuple[str, ...] = ()) -> Engine:
+        """``tds``: also listen for TDS clients at HOST:PORT ("127.0.0.1:0": a free port);
+        the address is then ``engine.tds_address``.  ``tds_args``: more ``--tds-*`` options
+        of ``vdisim engine serve`` (docs/tds.md)."""
         tmp = tempfile.mkdtemp(prefix="vdisim-engine-")
         address = os.path.join(tmp, "engine.sock")
         cmd = [sys.executable, "-m", "vdisim", "engine", "serve", "--address", address,
                "--data", data_dir or os.path.join(tmp, "data"), "--seed", str(seed),
                "--quiet"]
+        tds_file = os.path.join(tmp, "tds-address")
+        if tds is not None:
+            cmd += ["--tds", tds, "--tds-address-file", tds_file, *tds_args]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while not _accepts(address):  # the file appears at bind(), before listen()
@@ -190,7 +210,11 @@ class Engine:
                 proc.kill()
                 raise TimeoutError("engine did not start")
             time.sleep(0.01)
-        return cls(address, proc, tmp)
+        engine = cls(address, proc, tmp)
+        if tds is not None:  # written before the engine socket is bound
+            with open(tds_file, encoding="utf-8") as f:
+                engine.tds_address = f.read().strip()
+        return engine
 
     @property
     def pid(self) -> int | None:

@@ -272,7 +272,24 @@ def _write_family(session: VdiSession, link: DeviceLink, layout: media.FamilyLay
     mts = plan.effective_max_transfer
     offset = 0
     error: int | None = None
+    writes = 0
     while True:
+        if (plan.flush_every and writes >= plan.flush_every and error is None
+                and offset < flen and not session.aborted):
+            # A Flush in the middle of the data (FILESTREAM backups, §6.4): drain, then flush.
+            for c in link.drain():
+                if c.buffer is not None:
+                    session.buffers.put(c.buffer)
+                if c.completion_code != Win32.ERROR_SUCCESS or c.bytes_transferred != c.size:
+                    error = error or c.completion_code or Win32.ERROR_DISK_FULL
+                else:
+                    progress.add(c.bytes_transferred)
+            writes = 0
+            if error is None and not session.aborted:
+                c = link.call(CommandCode.VDC_Flush)
+                if c.completion_code != Win32.ERROR_SUCCESS:
+                    error = c.completion_code
+            continue
         if error is None and offset < flen and not session.aborted:
             buf = _try_buffer(session)
             if buf is None and link.in_flight == 0:
@@ -283,6 +300,7 @@ def _write_family(session: VdiSession, link: DeviceLink, layout: media.FamilyLay
                 link.submit(CommandCode.VDC_Write, n,
                             offset if model is DeviceModel.DISK else 0, buf)
                 offset += n
+                writes += 1
                 continue
         if link.in_flight == 0:
             break
@@ -562,6 +580,8 @@ def _read_family(session: VdiSession, link: DeviceLink, reader: media.FamilyRead
                 if code in (Win32.ERROR_SUCCESS, *EOF_CODES) and error is None and not eof:
                     known = reader.family_length is not None
                     reader.feed(buf.data[:n])
+                    if session.wire_log is not None:
+                        session.wire_log.data_read(link.index, buf.data[:n])
                     if not known and reader.family_length is not None:
                         progress.expect(reader.family_length)
                     progress.add(n)

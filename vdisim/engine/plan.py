@@ -85,6 +85,8 @@ class Plan:
     read_sizes: Literal["max", "random"] = "random"  # restore Read sizes (§1.10)
     read_to_eof: bool = True  # pipe restore: one more Read expecting ERROR_HANDLE_EOF
     optional_commands: tuple[int, ...] = ()  # extra commands sent first (e.g. 11, 16, 99)
+    flush_every: int = 0  # backup: a VDC_Flush after every n Writes on a device (0: none)
+    complete_supported: bool = True  # False: a server without VDC_Complete (pre-KB3188454)
     faults: tuple[Fault, ...] = ()
     seed: int = 0
     version: int = PLAN_VERSION
@@ -114,6 +116,7 @@ class Plan:
                "max_transfer_size: multiple of 65536 up to 4194304")
         _check(1 <= self.effective_buffer_count <= 65536, "buffer_count: 1..65536")
         _check(0 <= self.flushes <= 16, "flushes: 0..16")
+        _check(0 <= self.flush_every <= 1_000_000, "flush_every: 0..1000000")
         _check(self.kind in ("full", "diff", "log"), "kind: full, diff or log")
         _check(self.read_sizes in ("max", "random"), "read_sizes: max or random")
         if self.snapshot:

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from vdisim import hooks
 from vdisim.engine.server_vds import (
     ServerBuffer,
     ServerCommand,
@@ -46,6 +47,8 @@ class ScriptHost:
             self.cond.notify_all()
 
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if hooks.ACTIVE:  # the agent first handles all the client sent (docs/fuzz.md)
+            hooks.point("engine.script.op", host=self, op=op)
         fn = getattr(self, f"op_{op}", None)
         if fn is None:
             raise ScriptError(f"unknown script operation {op!r}")
@@ -161,6 +164,23 @@ class ScriptHost:
                 "violations": list(vds.violations),
                 "events": [[e.call.name, e.device, e.hresult, e.a, e.b, e.c]
                            for e in vds.events]}
+
+    def op_fuzz(self, action: str, ms: int = 0) -> dict[str, Any]:
+        """Race fuzzing, in an engine started with ``VDISIM_HOOKS=engine`` (docs/fuzz.md):
+        ``advance`` moves the virtual serverTimeOut clock by ``ms`` and runs the watchdog check;
+        ``log`` returns (and clears) the log of completion routines the engine ran."""
+        eng = hooks.ENGINE
+        if eng is None:
+            raise ScriptError("fuzz operations need an engine started with VDISIM_HOOKS=engine")
+        if action == "advance":
+            eng.advance(ms)
+            if self.vds is not None:
+                self.vds._check_watchdog()
+            return {"hr": 0}
+        if action == "log":
+            log, eng.log = eng.log, []
+            return {"hr": 0, "log": log}
+        raise ScriptError(f"unknown fuzz action {action!r}")
 
     def op_die(self) -> dict[str, Any]:
         os._exit(137)

@@ -15,14 +15,17 @@ import socket
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vdisim.engine import operations, tsql, wire
+from vdisim.engine import operations, tsql, wire, wirelog
 from vdisim.engine.database import Database
 from vdisim.engine.plan import Plan, PlanError
 from vdisim.engine.results import Column, Rowset
 from vdisim.engine.scripting import ScriptError, ScriptHost
 from vdisim.engine.sqlerrors import SqlError, SqlMessage, message, sql_error
+
+if TYPE_CHECKING:
+    from vdisim.engine.tds.endpoint import TdsConfig
 
 VERSION_STRING = ("Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) (vdisim emulation)\n"
                   "\tvdisim 0.1.0 on Linux")
@@ -39,6 +42,7 @@ class EngineState:
         self.lock = threading.RLock()  # catalog changes
         self.db_locks: dict[str, threading.Lock] = {}
         self._next_db_id = 5
+        self.armory = wirelog.Armory()  # plans the client harness armed, by set name
 
     def lookup(self, name: str) -> Database:
         with self.lock:
@@ -81,6 +85,7 @@ class Session:
         self.script = ScriptHost()
         self.in_transaction = False
         self.database = "master"
+        self.sql_text = ""
 
     def emit(self, msg: SqlMessage) -> None:
         with contextlib.suppress(OSError):
@@ -102,6 +107,9 @@ class Session:
                 if kind is wire.Msg.SCRIPT:
                     self._script(payload)
                     continue
+                if kind is wire.Msg.HARNESS:
+                    self._harness(payload)
+                    continue
                 self._request(kind, payload)
         finally:
             self.script.dispose()
@@ -116,6 +124,14 @@ class Session:
         with contextlib.suppress(OSError):
             self.stream.send(wire.Msg.SCRIPT_RESULT, result)
 
+    def _harness(self, payload: bytes) -> None:
+        try:
+            result = self.engine.armory.call(dict(wire.parse_json(payload)))
+        except (wire.WireError, KeyError, TypeError, ValueError) as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(OSError):
+            self.stream.send(wire.Msg.HARNESS_RESULT, result)
+
     def _request(self, kind: wire.Msg, payload: bytes) -> None:
         self.cancel.clear()
         stop = threading.Event()  # per statement: a late watcher must not eat the next request
@@ -123,7 +139,8 @@ class Session:
         ok, attention = True, False
         try:
             if kind is wire.Msg.EXECUTE:
-                batch = tsql.parse_batch(payload.decode("utf-8", errors="replace"))
+                self.sql_text = payload.decode("utf-8", errors="replace")
+                batch = tsql.parse_batch(self.sql_text)
                 self._watching(watcher)
                 for stmt in batch:
                     self.execute(stmt)
@@ -162,7 +179,11 @@ class Session:
 
         sock = self.stream.sock
         while not stop.is_set():
-            r, _, _ = select.select([sock], [], [], 0.1)
+            try:
+                r, _, _ = select.select([sock], [], [], 0.1)
+            except (OSError, ValueError):  # the connection was closed under us
+                self.cancel.set()
+                return
             if not r or stop.is_set():
                 continue
             try:
@@ -180,7 +201,12 @@ class Session:
             try:
                 if self.in_transaction:
                     raise sql_error(3021)
-                operations.run_statement(eng, stmt, self.emit, self.rowset, self.cancel)
+                armed = eng.armory.take(stmt)
+                if armed is not None:  # the client harness armed a plan for this set
+                    armed.run(stmt, self.sql_text, lambda plan: operations.run_plan(
+                        eng, plan, self.emit, self.rowset, self.cancel))
+                else:
+                    operations.run_statement(eng, stmt, self.emit, self.rowset, self.cancel)
             except SqlError as err:  # SQL Server ends every failed BACKUP/RESTORE with 3013
                 if err.messages[-1].number != 3013:
                     label = tsql.statement_label(stmt)
@@ -274,12 +300,19 @@ class Session:
         return Rowset(tuple(cols), (tuple(values),))
 
 
-def serve(address: str, data_dir: str, seed: int = 0, quiet: bool = False) -> int:
-    """Run an engine until SIGTERM/SIGINT.  Returns the exit status."""
+def serve(address: str, data_dir: str, seed: int = 0, quiet: bool = False,
+          tds: TdsConfig | None = None) -> int:
+    """Run an engine until SIGTERM/SIGINT.  Returns the exit status.  ``tds``: a
+    :class:`vdisim.engine.tds.endpoint.TdsConfig` to also listen for TDS clients."""
     from vdisim.transport.segments import sweep_stale
 
     sweep_stale()
     engine = EngineState(data_dir, seed)
+    tds_listener = None
+    if tds is not None:  # bound first: its address file exists once the engine accepts
+        from vdisim.engine.tds.endpoint import TdsListener
+
+        tds_listener = TdsListener(engine, tds)
     family, target = wire.parse_address(address)
     lsock = socket.socket(family, socket.SOCK_STREAM)
     if family == socket.AF_UNIX:
@@ -299,6 +332,11 @@ def serve(address: str, data_dir: str, seed: int = 0, quiet: bool = False) -> in
         address = f"{host}:{port}"
     if not quiet:
         print(f"vdisim engine listening on {address} (data {data_dir})", flush=True)
+    if tds_listener is not None:
+        tds_address = tds_listener.start()
+        if not quiet:
+            print(f"vdisim TDS endpoint listening on {tds_address} "
+                  f"({'TLS available' if tds_listener.config.tls else 'no TLS'})", flush=True)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -320,6 +358,8 @@ def serve(address: str, data_dir: str, seed: int = 0, quiet: bool = False) -> in
     finally:
         from vdisim.engine.server_vds import close_all
 
+        if tds_listener is not None:
+            tds_listener.close()
         close_all()
         if family == socket.AF_UNIX:
             with contextlib.suppress(OSError):

@@ -17,14 +17,13 @@ import contextlib
 import os
 import select
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from vdisim import deviations
+from vdisim import deviations, hooks
 from vdisim.protocol import codes, states
 from vdisim.protocol.codes import CommandCode, HResult, Win32
 from vdisim.protocol.records import VDConfig, check_server_configuration
@@ -136,8 +135,10 @@ class ServerVirtualDevice:
 
 
 class ServerVirtualDeviceSet:
-    def __init__(self, *, on_event: Callable[[frames.Event], None] | None = None) -> None:
+    def __init__(self, *, on_event: Callable[[frames.Event], None] | None = None,
+                 wire_log: Any = None) -> None:
         self.state = ServerState.DNE
+        self.wire_log = wire_log  # vdisim.engine.wirelog.WireLog when the harness armed one
         self.lock = threading.RLock()
         self.on_event = on_event
         self.events: list[frames.Event] = []  # the client's API calls, as reported on the wire
@@ -159,7 +160,7 @@ class ServerVirtualDeviceSet:
         self._buffers: dict[int, ServerBuffer] = {}
         self._next_id = 1
         self._agent_running = False
-        self._last_progress = time.monotonic()
+        self._last_progress = hooks.monotonic()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._final: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -293,7 +294,7 @@ class ServerVirtualDeviceSet:
             frame = frames.Configure(self.config, seg.name, size, self._device_names).encode()
             hr = self._apply(self._tr(ServerCall.END_CONFIGURATION))
         if not self._ch.send_quietly(frame):
-            self._abort(AbortReason.PEER_DIED, notify=False)
+            self._send_failed()
         return hr
 
     def _create_area(self, size: int) -> Segment | None:
@@ -349,17 +350,24 @@ class ServerVirtualDeviceSet:
                     self._next_id = (self._next_id % 0xFFFFFFFE) + 1
                     cmd.device = dev.index
                     cmd.completion_code = -1
-                    if not any(d.pending for d in self._devices):
-                        self._last_progress = time.monotonic()
+                    # (dev.pending first: O(1) while this device has commands out)
+                    if not dev.pending and not any(d.pending for d in self._devices):
+                        self._last_progress = hooks.monotonic()
                         arm_watchdog = bool(self.config and self.config.server_timeout)
                     dev.pending[cmd.cmd_id] = cmd
+                    if self.wire_log is not None:
+                        self.wire_log.command(dev.index, cmd.cmd_id, cmd.command_code,
+                                              cmd.size, cmd.in_position)
                     buf = cmd.buffer
-                    data = frames.Command(dev.index, cmd.cmd_id, cmd.command_code, cmd.size,
-                                          cmd.in_position, buf.offset if buf else 0,
-                                          buf.id if buf else 0).encode()
+                    data = frames.encode_command(dev.index, cmd.cmd_id, cmd.command_code,
+                                                 cmd.size, cmd.in_position,
+                                                 buf.offset if buf else 0,
+                                                 buf.id if buf else 0)
             if hr != HResult.NOERROR:
                 fail_code = states.SEND_FAILURE_COMPLETION.get(hr, Win32.ERROR_INVALID_HANDLE)
         if fail_code is not None:
+            if self.wire_log is not None:
+                self.wire_log.command_failed(dev.index, cmd.command_code, int(fail_code))
             cmd.completion_code = int(fail_code)
             cmd.bytes_transferred = 0
             if cmd.completion_routine is not None:
@@ -370,8 +378,19 @@ class ServerVirtualDeviceSet:
                 os.write(self._wake_w, b"w")
         assert self._ch is not None
         if not self._ch.send_quietly(data):
-            self._abort(AbortReason.PEER_DIED, notify=False)
+            self._send_failed()
         return hr
+
+    def _send_failed(self) -> None:
+        """A send to the client failed: it is gone.  What it sent before leaving (an ABORT
+        after its own SignalAbort, EVENT frames) is still readable: take it first, so the
+        abort has the client's reason; then the client's death aborts the set (PEER_DIED)."""
+        if self._agent_running:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"g")  # the agent reads the rest, then sees EOF
+            return
+        self._drain()
+        self._abort(AbortReason.PEER_DIED, notify=False)
 
     def _send_cond(self, dev: _Device, cmd: ServerCommand) -> Cond:
         if not isinstance(cmd, ServerCommand) or not isinstance(cmd.command_code, int):
@@ -405,6 +424,8 @@ class ServerVirtualDeviceSet:
             hr = self._apply(self._tr(ServerCall.CLOSE_DEVICE,
                                       Cond.LAST_DEVICE_CLOSED if last else Cond.OK))
         assert self._ch is not None
+        if self.wire_log is not None:
+            self.wire_log.close_device(dev.index)
         self._ch.send_quietly(frames.CloseDevice(dev.index).encode())
         return hr
 
@@ -464,10 +485,14 @@ class ServerVirtualDeviceSet:
                     if self.state in (ServerState.ABORT, ServerState.DNE):
                         break
                     timeout = self._watchdog_timeout()
+                if hooks.ACTIVE:
+                    hooks.point("engine.agent.idle", owner=self)
                 try:
                     r, _, _ = select.select([ch.sock.fileno(), self._wake_r], [], [], timeout)
                 except (OSError, ValueError):
                     break
+                if hooks.ACTIVE:
+                    hooks.point("engine.agent.busy", owner=self)
                 if self._wake_r in r:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 4096)
@@ -477,6 +502,8 @@ class ServerVirtualDeviceSet:
         finally:
             with self.lock:
                 self._agent_running = False
+            if hooks.ACTIVE:
+                hooks.point("engine.agent.exit", owner=self)
         return HResult.NOERROR
 
     def _watchdog_timeout(self) -> float | None:
@@ -484,14 +511,14 @@ class ServerVirtualDeviceSet:
         if cfg is None or not cfg.server_timeout or not any(d.pending for d in self._devices):
             return None
         limit = 2 * cfg.server_timeout / 1000.0
-        return max(0.0, self._last_progress + limit - time.monotonic()) + 0.001
+        return max(0.0, self._last_progress + limit - hooks.monotonic()) + 0.001
 
     def _check_watchdog(self) -> None:
         with self.lock:
             cfg = self.config
             fire = (cfg is not None and cfg.server_timeout > 0 and self.state is ServerState.ACTIVE
                     and any(d.pending for d in self._devices)
-                    and time.monotonic() - self._last_progress > 2 * cfg.server_timeout / 1000.0)
+                    and hooks.monotonic() - self._last_progress > 2 * cfg.server_timeout / 1000.0)
         if fire:
             self._abort(AbortReason.SERVER_TIMEOUT, notify=True)
 
@@ -513,6 +540,8 @@ class ServerVirtualDeviceSet:
         ch = self._ch
         if ch is None or self._agent_running or ch.closed:
             return
+        for frame in ch.take_buffered():  # frames that came with the handshake's WELCOME
+            self._handle(frame)
         while True:
             try:
                 r, _, _ = select.select([ch.sock], [], [], 0)
@@ -526,6 +555,9 @@ class ServerVirtualDeviceSet:
             self._on_completion(frame)
         elif isinstance(frame, frames.Event):
             self.events.append(frame)
+            if self.wire_log is not None:
+                self.wire_log.event(int(frame.call), frame.device, frame.hresult, frame.a,
+                                    frame.b, frame.c)
             if self.on_event is not None:
                 self.on_event(frame)
         elif isinstance(frame, frames.Abort):
@@ -542,12 +574,20 @@ class ServerVirtualDeviceSet:
                 return
             dev = self._devices[f.device]
             cmd = dev.pending.pop(f.cmd_id, None)
+            if cmd is None and deviations.active("race-complete-after-abort"):
+                cmd = getattr(self, "_race_victims", {}).pop((f.device, f.cmd_id), None)
             if cmd is None:
+                if hooks.ACTIVE:  # ignored: not outstanding (after an abort: too late)
+                    hooks.point("engine.completion.late", set=self.name, device=f.device,
+                                cmd=f.cmd_id, code=f.code, generated=f.generated)
                 if self.state is not ServerState.ABORT:
                     self.violations.append(f"completion of command {f.cmd_id} that is not "
                                            f"outstanding on device {f.device}")
                 return
             nbytes = f.bytes_transferred
+            if self.wire_log is not None:
+                self.wire_log.completion(f.device, f.cmd_id, f.code, nbytes, f.position,
+                                         f.generated)
             is_data = cmd.command_code in (CommandCode.VDC_Read, CommandCode.VDC_Write)
             if is_data and nbytes > cmd.size:
                 self.violations.append(f"bytes_transferred {nbytes} > size {cmd.size} "
@@ -561,7 +601,10 @@ class ServerVirtualDeviceSet:
             cmd.bytes_transferred = nbytes
             cmd.out_position = f.position
             cmd.generated = f.generated
-            self._last_progress = time.monotonic()
+            self._last_progress = hooks.monotonic()
+        if hooks.ACTIVE:
+            hooks.point("engine.completion", set=self.name, device=f.device, cmd=f.cmd_id,
+                        code=f.code, generated=f.generated)
         if cmd.completion_routine is not None:
             cmd.completion_routine(cmd)
 
@@ -603,9 +646,15 @@ class ServerVirtualDeviceSet:
             self.state = ServerState.ABORT
             self.abort_reason = reason
             victims = [c for d in self._devices for c in d.pending.values()]
+            if deviations.active("race-complete-after-abort"):  # planted race bug (fuzz)
+                self._race_victims = {(c.device, c.cmd_id): c for c in victims}
             for d in self._devices:
                 d.pending.clear()
             ch = self._ch
+        if self.wire_log is not None:
+            self.wire_log.abort(int(reason))
+            for c in victims:
+                self.wire_log.aborted_command(c.device, c.cmd_id, c.command_code)
         if reason == AbortReason.PEER_DIED:
             self._clean_up_after_client()
         if notify and ch is not None:
@@ -617,6 +666,9 @@ class ServerVirtualDeviceSet:
                                    if deviations.active("abort-completion-not-995")
                                    else Win32.ERROR_OPERATION_ABORTED)
             cmd.bytes_transferred = 0
+            if hooks.ACTIVE:
+                hooks.point("engine.completion", set=self.name, device=cmd.device,
+                            cmd=cmd.cmd_id, code=cmd.completion_code, generated=False)
             if cmd.completion_routine is not None:
                 cmd.completion_routine(cmd)
 
@@ -637,6 +689,8 @@ class ServerVirtualDeviceSet:
             seg, self._segment = self._segment, None
             buffers, self._buffers = list(self._buffers.values()), {}
         if ch is not None:
+            if self.wire_log is not None:
+                self.wire_log.close()
             ch.send_quietly(frames.ServerClose().encode())
             ch.close()
         with contextlib.suppress(OSError):

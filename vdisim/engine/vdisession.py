@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from vdisim import deviations
-from vdisim.engine import sqlerrors
+from vdisim.engine import sqlerrors, wirelog
 from vdisim.engine.plan import Fault, Plan
 from vdisim.engine.server_vds import ServerBuffer, ServerCommand, ServerVirtualDeviceSet
 from vdisim.engine.sqlerrors import SqlError, SqlMessage, message
@@ -73,6 +73,9 @@ class DeviceLink:
         if code in (CommandCode.VDC_Read, CommandCode.VDC_Write):
             self.session.fire_faults(self.index, self.steps)
             self.steps += 1
+        log = self.session.wire_log
+        if log is not None and code == CommandCode.VDC_Write and buffer is not None:
+            log.data_written(self.index, buffer.data[:size])
         cmd = ServerCommand(code, size, position, buffer, self._routine, context)
         self.in_flight += 1
         self.dev.send_command(cmd)  # type: ignore[attr-defined]
@@ -123,9 +126,13 @@ class VdiSession:
         self.label = label
         self.cancel = cancel
         self.emit = emit
-        self.set = ServerVirtualDeviceSet(on_event=self._on_event)
+        # The client harness's per-statement wire log, when it armed this statement.
+        self.wire_log = wirelog.current()
+        self.set = ServerVirtualDeviceSet(on_event=self._on_event, wire_log=self.wire_log)
         self.links: list[DeviceLink] = []
-        self.buffers: queue.SimpleQueue[ServerBuffer] = queue.SimpleQueue()
+        self.buffers: queue.SimpleQueue[ServerBuffer] | wirelog.PatternPool = (
+            queue.SimpleQueue() if self.wire_log is None
+            else wirelog.PatternPool(self.wire_log, lambda: self.aborted))
         self.config: VDConfig | None = None
         self.requested: VDConfig | None = None
         self.agent: threading.Thread | None = None
@@ -182,7 +189,8 @@ class VdiSession:
                 self.terminating()])
         direction = Feature.VDF_WriteMedia if self.write_media else Feature.VDF_ReadMedia
         features = (req.features & int(codes.CLIENT_FEATURES)) | int(direction)
-        if self.write_media and req.features & Feature.VDF_RequestComplete:
+        if (self.write_media and req.features & Feature.VDF_RequestComplete
+                and plan.complete_supported):
             features |= Feature.VDF_CompleteEnabled  # §5 KB3188454 handshake
             self.complete_enabled = True
         elif self.write_media and deviations.active("complete-unrequested"):
@@ -273,6 +281,8 @@ class VdiSession:
     # ---------------------------------------------------------------- end
     def finish(self, ok: bool) -> None:
         """Close every device (normal end) or abort, then close the set."""
+        if isinstance(self.buffers, wirelog.PatternPool):
+            self.buffers.check_all()  # a buffer written after its command's completion
         if ok and not self.aborted:
             for link in self.links:
                 link.close()

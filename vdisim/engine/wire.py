@@ -28,10 +28,12 @@ class Msg(enum.IntEnum):
     RUN_PLAN = 2  # client -> engine: plan JSON
     SCRIPT = 3  # client -> engine: {"op": ..., "args": {...}}
     ATTENTION = 4  # client -> engine: cancel the running request
+    HARNESS = 5  # client -> engine: client-harness request JSON (arm / collect / disarm)
     MESSAGE = 10  # engine -> client: SqlMessage JSON
     ROWSET = 11  # engine -> client: Rowset JSON
     DONE = 12  # engine -> client: {"ok": bool, "attention": bool}
     SCRIPT_RESULT = 13  # engine -> client: JSON result of a SCRIPT call
+    HARNESS_RESULT = 14  # engine -> client: JSON result of a HARNESS request
 
 
 def encode(kind: Msg, payload: bytes | str | dict[str, Any]) -> bytes:

@@ -15,10 +15,10 @@ import socket
 import struct
 import sys
 import threading
-import time
 
+from vdisim import hooks
 from vdisim.transport import frames
-from vdisim.transport.frames import HEADER, Frame, FrameError
+from vdisim.transport.frames import Frame, FrameError
 
 SEND_TIMEOUT = 10.0
 _RECV_CHUNK = 1 << 16
@@ -56,7 +56,15 @@ class Channel:
             if self.closed:
                 raise PeerGone("channel closed")
             try:
-                self.sock.sendall(data)
+                # One write(2) on the fast path (sendall on a socket with a timeout polls
+                # first); the fd is non-blocking, so a full socket falls back to sendall,
+                # which waits at most SEND_TIMEOUT.
+                try:
+                    n = os.write(self.sock.fileno(), data)
+                except BlockingIOError:
+                    n = 0
+                if n < len(data):
+                    self.sock.sendall(memoryview(data)[n:])
             except (OSError, TimeoutError) as exc:
                 raise PeerGone(f"send failed: {exc}") from exc
 
@@ -71,7 +79,8 @@ class Channel:
     def read_available(self) -> list[Frame]:
         """Read what the socket has (call when it is readable) and return complete frames."""
         try:
-            chunk = self.sock.recv(_RECV_CHUNK)
+            # read(2) on the non-blocking fd: no poll first, and never waits.
+            chunk = os.read(self.sock.fileno(), _RECV_CHUNK)
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise PeerGone(str(exc)) from exc
         except (BlockingIOError, InterruptedError, TimeoutError):
@@ -84,27 +93,26 @@ class Channel:
         return self._parse()
 
     def _parse(self) -> list[Frame]:
-        out: list[Frame] = []
-        buf = self._rbuf
-        off = 0
-        hs = HEADER.size
-        while len(buf) - off >= hs:
-            ftype, flags, length = frames.parse_header(memoryview(buf)[off:off + hs])
-            if len(buf) - off - hs < length:
-                break
-            payload = bytes(buf[off + hs:off + hs + length])
-            out.append(frames.decode(ftype, flags, payload))
-            off += hs + length
+        out, off = frames.decode_frames(self._rbuf)
         if off:
-            del buf[:off]
+            del self._rbuf[:off]
         return out
+
+    def take_buffered(self) -> list[Frame]:
+        """Complete frames already read from the socket but not yet returned (``recv_frame``
+        keeps what arrived after the frame it returns); a reader must take them before it
+        waits for the socket to become readable again."""
+        return self._parse()
 
     def recv_frame(self, timeout: float | None) -> Frame:
         """Block for one frame (for handshakes).  Raises TimeoutError or PeerGone."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else hooks.monotonic() + timeout
         pending = self._parse()
         while not pending:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining = None if deadline is None else max(0.0, deadline - hooks.monotonic())
+            if hooks.ACTIVE:
+                hooks.wait_io("channel.recv_frame", [self.sock.fileno()], deadline)
+                remaining = 0.0
             r, _, _ = select.select([self.sock], [], [], remaining)
             if not r:
                 raise TimeoutError("no frame before the deadline")

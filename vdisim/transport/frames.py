@@ -85,6 +85,12 @@ _EVENT = struct.Struct("<HhIIIIqQ")
 _OPEN_REQ = struct.Struct("<H")
 _OPEN_REPLY = struct.Struct("<IH")
 _NAME_LEN = struct.Struct("<H")
+# Header + payload in one struct for the hot frames (encode and decode without slicing).
+_COMMAND_FRAME = struct.Struct("<4sHHI" + _COMMAND.format[1:])
+_COMPLETION_FRAME = struct.Struct("<4sHHI" + _COMPLETION.format[1:])
+_EVENT_FRAME = struct.Struct("<4sHHI" + _EVENT.format[1:])
+_FRAME_TYPES: dict[int, FrameType] = {int(t): t for t in FrameType}
+_EVENT_CALLS: dict[int, EventCall] = {int(c): c for c in EventCall}
 
 
 def _frame(ftype: FrameType, payload: bytes, flags: int = 0) -> bytes:
@@ -92,15 +98,53 @@ def _frame(ftype: FrameType, payload: bytes, flags: int = 0) -> bytes:
 
 
 def parse_header(data: bytes | bytearray | memoryview) -> tuple[FrameType, int, int]:
-    magic, ftype, flags, length = HEADER.unpack_from(data)
+    return _parse_header_at(data, 0)
+
+
+def _parse_header_at(data: bytes | bytearray | memoryview,
+                     off: int) -> tuple[FrameType, int, int]:
+    magic, ftype, flags, length = HEADER.unpack_from(data, off)
     if magic != MAGIC:
         raise FrameError(f"bad frame magic {bytes(magic)!r}")
     if length > MAX_PAYLOAD:
         raise FrameError(f"frame payload of {length} bytes exceeds {MAX_PAYLOAD}")
-    try:
-        return FrameType(ftype), flags, length
-    except ValueError:
-        raise FrameError(f"unknown frame type {ftype}") from None
+    t = _FRAME_TYPES.get(ftype)
+    if t is None:
+        raise FrameError(f"unknown frame type {ftype}")
+    return t, flags, length
+
+
+def decode_frames(buf: bytes | bytearray | memoryview) -> tuple[list[Frame], int]:
+    """Decode every complete frame at the start of ``buf``: (frames, bytes consumed).
+
+    The same validation as :func:`parse_header` + :func:`decode`; COMMAND, COMPLETION and
+    EVENT (the per-buffer frames) are unpacked in place, without copying their payload.
+    """
+    out: list[Frame] = []
+    off = 0
+    hs = HEADER.size
+    end = len(buf)
+    while end - off >= hs:
+        ftype, flags, length = _parse_header_at(buf, off)
+        if end - off - hs < length:
+            break
+        if ftype is FrameType.COMMAND and length == _COMMAND.size:
+            _m, _t, _f, _l, dev, _x, cid, code, size, pos, boff, bid, _p = \
+                _COMMAND_FRAME.unpack_from(buf, off)
+            out.append(Command(dev, cid, code, size, pos, boff, bid))
+        elif ftype is FrameType.COMPLETION and length == _COMPLETION.size:
+            _m, _t, _f, _l, dev, fl, cid, code, n, pos = _COMPLETION_FRAME.unpack_from(buf, off)
+            out.append(Completion(dev, cid, code, n, pos, bool(fl & COMPLETION_GENERATED)))
+        elif ftype is FrameType.EVENT and length == _EVENT.size:
+            _m, _t, _f, _l, call, dev, hr, a, b, pid, c, t = _EVENT_FRAME.unpack_from(buf, off)
+            ecall = _EVENT_CALLS.get(call)
+            if ecall is None:
+                raise FrameError(f"unknown event call {call}")
+            out.append(Event(ecall, dev, hr, a, b, pid, c, t))
+        else:
+            out.append(decode(ftype, flags, bytes(buf[off + hs:off + hs + length])))
+        off += hs + length
+    return out, off
 
 
 def _expect(payload: bytes | memoryview, st: struct.Struct, what: str) -> tuple[object, ...]:
@@ -188,9 +232,15 @@ class Command:
     buffer_id: int
 
     def encode(self) -> bytes:
-        return _frame(FrameType.COMMAND, _COMMAND.pack(
-            self.device, 0, self.cmd_id, self.code, self.size, self.position,
-            self.buffer_offset, self.buffer_id, 0))
+        return encode_command(self.device, self.cmd_id, self.code, self.size, self.position,
+                              self.buffer_offset, self.buffer_id)
+
+
+def encode_command(device: int, cmd_id: int, code: int, size: int, position: int,
+                   buffer_offset: int, buffer_id: int) -> bytes:
+    """``Command(...).encode()`` without building the value (the engine's send path)."""
+    return _COMMAND_FRAME.pack(MAGIC, FrameType.COMMAND, 0, _COMMAND.size, device, 0, cmd_id,
+                               code, size, position, buffer_offset, buffer_id, 0)
 
 
 @attrs.frozen
@@ -209,9 +259,10 @@ class Completion:
 
 def encode_completion(device: int, cmd_id: int, code: int, nbytes: int, position: int,
                       generated: bool = False) -> bytes:
-    return _frame(FrameType.COMPLETION, _COMPLETION.pack(
+    return _COMPLETION_FRAME.pack(
+        MAGIC, FrameType.COMPLETION, 0, _COMPLETION.size,
         device, COMPLETION_GENERATED if generated else 0, cmd_id, code & 0xFFFFFFFF,
-        nbytes & 0xFFFFFFFF, position & 0xFFFFFFFFFFFFFFFF))
+        nbytes & 0xFFFFFFFF, position & 0xFFFFFFFFFFFFFFFF)
 
 
 @attrs.frozen
@@ -254,9 +305,15 @@ class Event:
     t_ns: int
 
     def encode(self) -> bytes:
-        return _frame(FrameType.EVENT, _EVENT.pack(
-            self.call, self.device, self.hresult & 0xFFFFFFFF, self.a & 0xFFFFFFFF,
-            self.b & 0xFFFFFFFF, self.pid, self.c, self.t_ns))
+        return encode_event(self.call, self.device, self.hresult, self.a, self.b, self.pid,
+                            self.c, self.t_ns)
+
+
+def encode_event(call: int, device: int, hresult: int, a: int, b: int, pid: int, c: int,
+                 t_ns: int) -> bytes:
+    """``Event(...).encode()`` without building the value (the client's report path)."""
+    return _EVENT_FRAME.pack(MAGIC, FrameType.EVENT, 0, _EVENT.size, call, device,
+                             hresult & 0xFFFFFFFF, a & 0xFFFFFFFF, b & 0xFFFFFFFF, pid, c, t_ns)
 
 
 @attrs.frozen
@@ -290,10 +347,9 @@ def decode(ftype: FrameType, flags: int, p: bytes | memoryview) -> Frame:
         return Completion(dev, cid, code, n, pos, bool(fl & COMPLETION_GENERATED))  # type: ignore[arg-type,operator]
     if ftype is FrameType.EVENT:
         call, dev, hr, a, b, pid, c, t = _expect(p, _EVENT, "EVENT")
-        try:
-            ecall = EventCall(int(call))  # type: ignore[call-overload]
-        except ValueError:
-            raise FrameError(f"unknown event call {call}") from None
+        ecall = _EVENT_CALLS.get(call)  # type: ignore[call-overload]
+        if ecall is None:
+            raise FrameError(f"unknown event call {call}")
         return Event(ecall, dev, hr, a, b, pid, c, t)  # type: ignore[arg-type]
     if ftype is FrameType.HELLO:
         role, _r, version, pid, token = _expect(p, _HELLO, "HELLO")
