@@ -330,7 +330,10 @@ def run_suite(backend: Backend, *, rules: list[Rule], seed: int, profile: str = 
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     t0 = time.monotonic()
     run = _Run(backend, list(rules), seed, profile, replay_dir, on_progress)
-    for stage in (run.directed, run.statements, run.explore):
+    stages = [run.directed, run.statements]
+    if backend.has(Capability.SCRIPTED_SERVER):  # the machine drives scripted server steps
+        stages.append(run.explore)
+    for stage in stages:
         t = time.monotonic()
         stage()
         run.stats[f"{stage.__name__}_s"] = round(time.monotonic() - t, 2)

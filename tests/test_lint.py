@@ -21,6 +21,6 @@ def test_ruff_clean() -> None:
 
 def test_mypy_strict_clean() -> None:
     pytest.importorskip("mypy")
-    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "vdisim", "conformance", "benchmarks"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "vdisim", "conformance",
+                        "benchmarks"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

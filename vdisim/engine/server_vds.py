@@ -82,7 +82,8 @@ class ServerCommand:
         return self.completion_code >= 0
 
 
-def _remove_dead_client_objects(key: str, grace_s: float = 2.0) -> None:
+def _remove_dead_client_objects(key: str, inode: int | None = None,
+                                grace_s: float = 2.0) -> None:
     """The client went away without Close: if it is dead, remove what it cannot remove any
     more -- its control segment (owner lock free) and its socket file (nothing listening).
 
@@ -90,8 +91,8 @@ def _remove_dead_client_objects(key: str, grace_s: float = 2.0) -> None:
     lock, so the lock is polled for ``grace_s`` (on a helper thread); a
     client still holding it after that is alive and keeps its objects.
     """
-    if not remove_when_dead(naming.control_segment_name(key), grace_s):
-        return  # the client process is alive (it only dropped the connection)
+    if not remove_when_dead(naming.control_segment_name(key), grace_s, inode=inode):
+        return  # the client is alive (it only dropped the connection), or a new set has the name
     path = naming.socket_path(key)
     if os.path.exists(path) and not socket_alive(path):
         with contextlib.suppress(OSError):
@@ -203,6 +204,7 @@ class ServerVirtualDeviceSet:
         except control.ControlError:
             return None
         finally:
+            self._control_inode = seg.inode
             seg.close()
         if info.name != set_name:
             return None
@@ -627,7 +629,8 @@ class ServerVirtualDeviceSet:
                 return
             self._dead_client_cleanup = True
             key = self._key
-        threading.Thread(target=_remove_dead_client_objects, args=(key,),
+        threading.Thread(target=_remove_dead_client_objects,
+                         args=(key, getattr(self, "_control_inode", None)),
                          name="vdisim-dead-client-cleanup", daemon=True).start()
 
     # ------------------------------------------------------------------ abort / close

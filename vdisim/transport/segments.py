@@ -79,6 +79,10 @@ class Segment:
         assert shm.buf is not None
         self.buf: memoryview = shm.buf
         self._closed = False
+        try:  # identifies this segment's file even if its name is reused later
+            self.inode: int | None = os.fstat(_fd(shm)).st_ino
+        except (OSError, SegmentError):
+            self.inode = None
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -214,36 +218,65 @@ def owner_alive(name: str) -> bool | None:
         os.close(fd)
 
 
-def remove_if_dead(name: str, *, min_age: float = 0.0) -> bool:
+def remove_if_dead(name: str, *, min_age: float = 0.0, inode: int | None = None) -> bool:
     """Unlink segment ``name`` if its owner is dead.  Returns True if removed.
 
     ``min_age`` (seconds) protects a segment created a moment ago whose creator has not yet
     taken its lock (the start-up sweep uses 2 s; a survivor that saw its peer die uses 0).
+    ``inode``, when given, is the segment the caller knew (``Segment.inode``): a new segment
+    created under the same name since -- a backup tool reusing its set name right after a
+    crash -- is a different file and is left alone.  The unlink happens while this process
+    holds the owner lock of the very file it checked, and only if the name still refers to it.
     """
-    if min_age:
-        try:
-            if time.time() - os.stat(os.path.join(SHM_DIR, name)).st_ctime < min_age:
-                return False
-        except FileNotFoundError:
+    path = os.path.join(SHM_DIR, name)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, PermissionError):
+        return False
+    try:
+        st = os.fstat(fd)
+        if inode is not None and st.st_ino != inode:
             return False
-    if owner_alive(name) is False:
-        with contextlib.suppress(FileNotFoundError, PermissionError):
-            os.unlink(os.path.join(SHM_DIR, name))
+        if min_age and time.time() - st.st_ctime < min_age:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # the owner is alive
+        try:
+            if os.stat(path).st_ino != st.st_ino:
+                return False  # the name was reused meanwhile
+            os.unlink(path)
             return True
-    return False
+        except (FileNotFoundError, PermissionError):
+            return False
+    finally:
+        os.close(fd)
 
 
-def remove_when_dead(name: str, grace_s: float = 2.0) -> bool:
+def remove_when_dead(name: str, grace_s: float = 2.0, inode: int | None = None) -> bool:
     """A peer's connection dropped: wait up to ``grace_s`` for the kernel to release its owner
     lock on ``name`` (it may report the closed socket first), then unlink the segment if its
-    owner is dead.  False if the owner is still alive (it only dropped the connection)."""
+    owner is dead.  False if the owner is still alive (it only dropped the connection), or if
+    ``name`` now names another segment than ``inode`` (reused by a new set)."""
     deadline = time.monotonic() + grace_s
     while owner_alive(name):
+        if inode is not None and _inode_of(name) != inode:
+            return False
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
-    remove_if_dead(name)
+    if inode is not None and _inode_of(name) not in (inode, None):
+        return False
+    remove_if_dead(name, inode=inode)
     return True
+
+
+def _inode_of(name: str) -> int | None:
+    try:
+        return os.stat(os.path.join(SHM_DIR, name)).st_ino
+    except OSError:
+        return None
 
 
 def sweep_stale(prefix: str = PREFIX, min_age: float = 2.0) -> list[str]:
