@@ -26,7 +26,8 @@ from conformance.fuzz.shrink import failure_kind, shrink
 from vdisim import hooks
 
 PLANT_SEEDS = 60  # each planted bug must be found within this many seeds of its race
-FUZZ_SECONDS = float(os.environ.get("VDISIM_FUZZ_SECONDS", "30"))
+FUZZ_SECONDS = float(os.environ.get("VDISIM_FUZZ_SECONDS", "28"))
+PROCESS_RACES = ("engine-death", "primary-death", "secondary-death")  # a process each run
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_planted_race_bug_is_found_and_replays(env: Env, bug: str, tmp_path: Pat
 
 def test_bounded_fuzz_of_every_race(env: Env, tmp_path: Path) -> None:
     """The unmodified simulator survives a bounded scheduled fuzz of every race."""
-    races = [r for r in RACES if r not in ("engine-death", "primary-death")]
+    races = [r for r in RACES if r not in PROCESS_RACES]
     session = Session(env, races, seed=int(os.environ.get("VDISIM_FUZZ_SEED", "500")),
                       do_shrink=False, replay_dir=str(tmp_path), out=open(os.devnull, "w"))
     session.run(seconds=FUZZ_SECONDS, runs=None, progress=False)
@@ -103,9 +104,33 @@ def test_bounded_fuzz_of_every_race(env: Env, tmp_path: Path) -> None:
                                 for o, _ in session.failed]
     # A process killed mid-protocol (a fresh engine / a client process each run: slower).
     for race, seed in (("engine-death", 3), ("engine-death", 4), ("primary-death", 5),
-                       ("primary-death", 6)):
+                       ("primary-death", 6), ("secondary-death", 13), ("secondary-death", 17)):
         out = run_one(env, race, seed)
         assert not out.failed, (race, seed, out.failures)
+
+
+def test_secondary_death_does_not_abort_the_set(env: Env) -> None:
+    """§1.9 / §8.1 / §8.4, race ``secondary-death`` seed 3: the secondary is SIGKILLed while it
+    holds a command; the engine's set is still ACTIVE afterwards and the primary's worker keeps
+    getting and completing commands; the primary's SignalAbort then completes the held command
+    with 995 and the primary's blocked GetCommand returns VD_E_ABORT.  The seed replays."""
+    out = run_one(env, "secondary-death", 3, keep_trace=True)
+    assert not out.failed, out.failures
+    ops = out.ops
+    kill = next(o for o in ops if o[1] == "kill_secondary")
+    abort = next(o for o in ops if (o[0], o[1]) == ("aborter", "signal_abort"))
+    assert kill[4] < abort[3] and abort[5] == 0
+    sec = [o for o in ops if o[0] == "secondary"]
+    assert [o[1] for o in sec[:2]] == ["open_in_secondary", "open_device"]
+    held = sec[-1]
+    assert (held[1], held[5]) == ("get_command", 0)  # it died holding this command
+    state = next(o for o in ops if o[1] == "state")
+    assert kill[4] < state[3] < abort[3] and state[6]["state"] == "ACTIVE"
+    assert any(o[0] == "w0" and o[1] == "complete_command" and o[5] == 0 for o in ops)
+    assert any(o[1] == "wait_completion" and o[6] == {"done": True, "code": 995} for o in ops)
+    last_get = [o for o in ops if o[0] == "w0" and o[1] == "get_command"][-1]
+    assert last_get[5] == 0x80770004 and last_get[4] > abort[3]  # VD_E_ABORT
+    assert run_one(env, "secondary-death", 3).digest == out.digest
 
 
 def test_stress_mode_runs_free(tmp_path: Path) -> None:
@@ -113,7 +138,7 @@ def test_stress_mode_runs_free(tmp_path: Path) -> None:
     env = Env(stress=True)
     try:
         for race in RACES:
-            if race in ("engine-death", "primary-death"):
+            if race in ("engine-death", "primary-death"):  # (secondary-death runs)
                 continue
             out = run_one(env, race, 7, stress=True)
             assert not out.failed, (race, out.failures)

@@ -1,9 +1,10 @@
-"""A primary client in its own process, driven one call at a time (the ``primary-death`` race).
+"""A client in its own process, driven one call at a time (the ``primary-death`` and
+``secondary-death`` races).
 
 ``python -m conformance.fuzz.child`` reads one JSON request per line on stdin and answers one
 JSON line on stdout: ``{"call": "create", "args": {...}}`` -> ``{"hr": 0, "out": {...}}``.
-Calls: create{name, devices}, get_configuration{timeout}, open_device{name},
-get_command{device, timeout}, complete_command{device, cmd, code}, close{}.
+Calls: create{name, devices}, open_in_secondary{name}, get_configuration{timeout},
+open_device{name}, get_command{device, timeout}, complete_command{device, cmd, code}, close{}.
 
 Before each call the child *settles*: it waits until its hub thread sits in ``select`` with
 nothing readable (a :mod:`vdisim.hooks` implementation that only watches the hub), so a call's
@@ -97,6 +98,8 @@ def main() -> int:
         if call == "create":
             hr = vds.create(args["name"], VDConfig(device_count=int(args["devices"]),
                                                    features=VDF_LikePipe))
+        elif call == "open_in_secondary":
+            hr = vds.open_in_secondary(args["name"])
         elif call == "get_configuration":
             hr, _cfg = vds.get_configuration(int(args["timeout"]))
         elif call == "open_device":
@@ -117,6 +120,7 @@ def main() -> int:
             hr = vds.close()
         else:
             raise SystemExit(f"unknown call {call!r}")
+        impl.settle()  # what the call sent is on the wire before the reply (a secondary)
         print(json.dumps({"hr": int(hr), "out": out}), flush=True)
     if vds.state.name != "DNE":
         vds.close()

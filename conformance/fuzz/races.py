@@ -66,6 +66,7 @@ class Params:
     secondary: int | None = None  # pauses before a secondary attaches (misuse)
     complete_pause: bool = False  # workers yield between GetCommand and CompleteCommand
     kill_client_at: int | None = None  # primary client in a child process, killed before call i
+    kill_secondary_at: int | None = None  # secondary in a child process, killed before call i
 
     def to_json(self) -> dict[str, Any]:
         d = attrs.asdict(self)
@@ -147,6 +148,15 @@ def _g_primary_death(r: random.Random) -> Params:
     return Params(devices=d, cmds=_cmds(r, d, 1, 4), timeout=0, kill_client_at=r.randint(0, 12))
 
 
+def _g_secondary_death(r: random.Random) -> Params:
+    # Device 0 is the primary's, device 1 the secondary's; at least one command for each side.
+    cmds = _cmds(r, 2, 1, 4)
+    if not any(dev == 1 for dev, _c in cmds):
+        cmds += ((1, int(CommandCode.VDC_Write)),)
+    return Params(devices=2, cmds=cmds, timeout=_timeout(r), kill_secondary_at=r.randint(0, 6),
+                  client_abort=r.randint(0, 10), complete_pause=r.random() < 0.5)
+
+
 def _g_close_misuse(r: random.Random) -> Params:
     d = r.randint(1, 2)
     return Params(devices=d, cmds=_cmds(r, d, 1, 4), timeout=_timeout(r),
@@ -179,6 +189,9 @@ RACES: dict[str, Race] = {r.name: r for r in (
     Race("primary-death", "legal", "§1.9, §8.1",
          "SIGKILL of the primary client's process (driven call by call) at any step",
          _g_primary_death),
+    Race("secondary-death", "legal", "§1.9, §8.1, §8.4",
+         "SIGKILL of a secondary's process (driven call by call) at any step; the set must not "
+         "abort by itself, the primary's SignalAbort then ends it", _g_secondary_death),
     Race("close-vs-getcommand", "misuse", "§2.7, §8.4",
          "Close on one thread while others still GetCommand / CompleteCommand",
          _g_close_misuse),
@@ -343,6 +356,8 @@ class World:
         self.victim_conn: Connection | None = None
         self.child: subprocess.Popen[str] | None = None
         self.client_killed = False
+        self.sec_child: subprocess.Popen[str] | None = None
+        self.secondary_dead = False
         self.warnings: list[str] = []
 
     # ---------------------------------------------------------------- helpers
@@ -498,9 +513,24 @@ class World:
                     "close_device", functools.partial(s.close_device, dev),
                     device=dev) is not None:
                 closed.add(dev)
+        probed = False
+
+        def probe() -> None:
+            # secondary-death: once the secondary is dead, the engine's set is still live
+            # (§1.9: VDI does not notice a secondary's death; checks.py compares the state
+            # with the primary's SignalAbort).
+            nonlocal probed
+            if p.kill_secondary_at is None or probed or not self.secondary_dead:
+                return
+            probed = True
+            op, r = self.rec("server", "state", s.state)
+            if op.error is None and isinstance(r, dict):
+                op.out = {"state": r.get("state")}
+
         # Wait for the completions (polls, virtual time between them).
         for h in sorted(self.handles):
             for _ in range(POLLS):
+                probe()
                 op, r = self.rec("server", "wait_completion",
                                  functools.partial(s.wait_completion, h, 0), command=h)
                 if op.error is not None:
@@ -550,10 +580,16 @@ class World:
         if p.secondary is not None and hr == OK:
             self.spawn("secondary", self.secondary)
             children.append(self.threads[-1])
+        if p.kill_secondary_at is not None:
+            if hr == OK:  # §1.9: a secondary attaches after the primary's GetConfiguration
+                self.spawn("secondary", self.secondary_process)
+                children.append(self.threads[-1])
+            else:
+                self._secondary_gone()
         devs: list[VirtualDevice] = []
         if hr == OK:
             names = [self.name] + [f"{self.name}{i}" for i in range(1, p.devices)]
-            if p.secondary is not None:
+            if p.secondary is not None or p.kill_secondary_at is not None:
                 names = names[:1]
             for n in names:
                 op, value = self.rec("client", "open_device",
@@ -693,13 +729,107 @@ class World:
         self.client_killed = True
         return OK
 
+    # ---------------------------------------------------------------- secondary in a child
+    def secondary_process(self) -> None:
+        """A secondary (§1.9) in its own process (conformance.fuzz.child): OpenInSecondary,
+        OpenDevice of device 1, then GetCommand (timeout 0, virtual pauses) / CompleteCommand
+        until it is killed with its whole session before call ``kill_secondary_at``."""
+        p = self.p
+        proc = subprocess.Popen([sys.executable, "-m", "conformance.fuzz.child"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        self.sec_child = proc
+        calls = 0
+        sched = self.sched
+
+        def call(what: str, **args: Any) -> Op | None:
+            nonlocal calls
+            if calls == p.kill_secondary_at:
+                return None
+            calls += 1
+            out: dict[str, Any] = {}
+
+            def send() -> int:
+                assert proc.stdin is not None and proc.stdout is not None
+                sent = dict(args)
+                if what in ("open_in_secondary", "open_device"):  # names stay out of the trace
+                    i = int(sent.pop("index", 0))
+                    sent["name"] = self.name if i == 0 else f"{self.name}{i}"
+                proc.stdin.write(json.dumps({"call": what, "args": sent}) + "\n")
+                proc.stdin.flush()
+                reply = json.loads(proc.stdout.readline())
+                out.update(reply["out"])
+                return int(reply["hr"])
+
+            # Attaching and OpenDevice wait for the primary's hub (in this process): external.
+            # GetCommand / CompleteCommand do not; the child settles before replying, so what
+            # they sent is readable by the hub when the actor yields (deterministic).
+            ext = sched is not None and what in ("open_in_secondary", "open_device")
+            op, _ = self.rec("secondary", what,
+                             (lambda: sched.external(send, drain=True)) if ext and sched
+                             else send, **args)
+            if sched is not None and not ext:
+                self.pause()  # a turn after each call (the child has no hooks here)
+            op.out = out
+            return op
+
+        try:
+            op = call("open_in_secondary")
+            if op is not None and op.hr == OK:
+                op = call("open_device", index=1)
+            if op is not None and op.hr == OK:
+                dev = int(op.out["device"])
+                while True:  # ends at the kill (kill_secondary_at is small) or a final code
+                    op = call("get_command", device=dev, timeout=0)
+                    if op is None:
+                        break
+                    if op.hr == OK:
+                        if call("complete_command", device=dev, cmd=op.out["cmd"],
+                                code=0) is None:
+                            break
+                    elif op.hr == TIMEOUT:
+                        self.pause(100)
+                    else:
+                        break
+        finally:
+            # The death is the point of the race: a secondary that stopped early dies too.
+            self.rec("harness", "kill_secondary", self._kill_secondary)
+            for f in (proc.stdin, proc.stdout):
+                if f is not None:
+                    with contextlib.suppress(OSError):
+                        f.close()
+
+    def _kill_secondary(self) -> int:
+        proc = self.sec_child
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        self._secondary_gone()
+        return OK
+
+    def _secondary_gone(self) -> None:
+        with self.cond:
+            self.secondary_dead = True
+            self.cond.notify_all()
+
     def _kill(self) -> int:
         self.env.kill_engine()
         return OK
 
     def aborter(self) -> None:
-        for _ in range(self.p.client_abort or 0):
-            self.pause()
+        if self.p.kill_secondary_at is not None:
+            # secondary-death: the primary learns of the death (as it would by waiting on the
+            # child's process handle, §1.9 / §8.4), lets time pass, then aborts.
+            with self.cond:
+                while not self.secondary_dead:
+                    hooks.wait(self.cond, None, "actor.await") if hooks.ACTIVE else \
+                        self.cond.wait(1.0)
+            for _ in range(self.p.client_abort or 0):
+                self.pause(100)
+        else:
+            for _ in range(self.p.client_abort or 0):
+                self.pause()
         vds = self.vds
         assert vds is not None
         self.rec("aborter", "signal_abort", vds.signal_abort)

@@ -125,6 +125,9 @@ def _teardown(w: World, failures: list[str]) -> None:
         if vds is not None and vds._core is not None:
             with contextlib.suppress(Exception):
                 vds.close()
+    if w.sec_child is not None and w.sec_child.poll() is None:  # after a deadlock / hang
+        with contextlib.suppress(Exception):
+            w._kill_secondary()
     for th in w.threads:
         th.join(5.0)
         if th.is_alive():

@@ -264,8 +264,11 @@ class Scheduler:
             t.cond, t.seen, t.deadline = -1, 1 << 62, self.now + ms / 1000.0
             self._yield(t)
 
-    def external(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` (a call into another process that needs this process's hubs)."""
+    def external(self, fn: Callable[[], Any], *, drain: bool = False) -> Any:
+        """Run ``fn`` (a call into another process that needs this process's hubs).  With
+        ``drain``, the hubs keep assisting after ``fn`` returned until none has anything to
+        read (the other process sent everything before answering: the hubs' state after the
+        call is then a function of the schedule)."""
         t = self._me()
         if t is None:
             return fn()
@@ -278,8 +281,17 @@ class Scheduler:
             return fn()
         finally:
             with self.cv:
+                deadline = time.monotonic() + self.step_timeout
+                while drain and time.monotonic() < deadline and not self._hubs_quiet():
+                    self.cv.wait(0.0005)
                 t.status, t.point, t.info = "ready", "external.done", {}
                 self._yield(t)
+
+    def _hubs_quiet(self) -> bool:
+        """Caller holds cv: no hub thread runs or is eligible."""
+        return all(t.kind != "hub" or t.status == "done"
+                   or (self.running is not t and t.status != "starting" and not self._eligible(t))
+                   for t in self.threads)
 
     def errors(self) -> dict[str, BaseException]:
         return {t.name: t.error for t in self.threads if t.error is not None}
@@ -326,7 +338,8 @@ class Scheduler:
         if t.info and "traceback" not in t.info:
             entry.append(t.info)
         (self.assists if assist else self.events).append(entry)
-        self.steps += 1
+        if not assist:  # how many assist rounds an external call takes is real-time: not a step
+            self.steps += 1
         self._last = t
         t.granted = True
         self.running = t
