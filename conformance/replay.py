@@ -95,16 +95,21 @@ def load(path: str) -> dict[str, Any]:
     return doc
 
 
-def run(path: str) -> int:
+def run(path: str, attempts: int | None = None) -> int:
     doc = load(path)
+    if attempts is not None:
+        doc["attempts"] = attempts
     module, _, func = KINDS[doc["kind"]].partition(":")
     fn = getattr(importlib.import_module(module), func)
     return int(fn(doc))
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.attempts is not None and args.attempts < 1:
+        print(f"vdisim replay: --attempts must be 1 or more, not {args.attempts}")
+        return 2
     try:
-        return run(args.file)
+        return run(args.file, args.attempts)
     except ReplayError as exc:
         print(f"vdisim replay: {exc}")
         return 3
@@ -113,4 +118,8 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="rerun the case recorded in a replay file")
     p.add_argument("file", help="a replay file written by conform, check-client, run or fuzz")
+    p.add_argument("--attempts", type=int, default=None, metavar="N",
+                   help="conform witnesses: perform the steps up to N times (default 5) before "
+                        "calling the violation not reproduced (their timing can vary); the "
+                        "other kinds replay their recorded schedule once")
     p.set_defaults(func=_cmd)

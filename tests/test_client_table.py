@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,8 @@ from vdisim.engine import Connection
 from vdisim.protocol.codes import INFINITE, CommandCode, Feature, HResult, Win32, hresult_name
 from vdisim.protocol.records import VDConfig
 from vdisim.protocol.states import CLIENT_TABLE, ClientCall, ClientState, Cond
-from vdisim.transport import naming
+from vdisim.transport import frames, naming
+from vdisim.transport.frames import AbortReason
 from vdisim.transport.segments import SHM_DIR
 
 from .conftest import wait_until
@@ -1388,6 +1390,75 @@ def test_open_in_secondary_process(h: Harness) -> None:
     assert h.vds.close() == OK
     assert h.s.close() == OK
     assert h.s.state()["abort_reason"] is None
+
+
+SECONDARY_COMPLETES = """
+import json, sys
+from vdisim.client import VirtualDeviceSet
+name = sys.argv[1]
+v = VirtualDeviceSet()
+assert v.open_in_secondary(name) == 0
+assert v.get_configuration(10000)[0] == 0
+hr, dev = v.open_device(name + "1")
+hr, cmd = dev.get_command(10000)
+print(json.dumps({"get": hr, "complete": dev.complete_command(cmd, 0, cmd.size, 0)}), flush=True)
+sys.stdin.readline()  # the primary aborts meanwhile
+print(json.dumps({"close": v.close()}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("relay", ["held", "free"])
+def test_secondary_completion_not_overtaken_by_primary_abort(h: Harness, relay: str) -> None:
+    """§8.2: only completions made *after* an abort are ignored.  A secondary's CompleteCommand
+    returned NOERROR (its completion is on its way through the primary's hub); the primary's
+    SignalAbort right after must not overtake it: the engine records the secondary's code, not
+    995 (found by the fuzzer, docs/fuzz.md).  ``held``: the hub has read the completion but
+    is held just before relaying it (a gate on ``SetCore._from_secondary`` widens that window;
+    nothing is replaced) while SignalAbort runs -- without the fix the ABORT went out first
+    every time (3 of 3 runs).
+    ``free``: nothing held, the natural timing."""
+    h.create(2)
+    h.server_configure()
+    h.primary_config()
+    h.server_devices(2)
+    h.open(0)
+    core = h.vds._core
+    assert core is not None
+    at_gate, gate = threading.Event(), threading.Event()
+    if relay == "held":
+        relay_frame = core._from_secondary
+
+        def gated(ch: Any, frame: frames.Frame) -> None:
+            if isinstance(frame, frames.Completion) and not gate.is_set():
+                at_gate.set()
+                gate.wait(30)
+            relay_frame(ch, frame)
+        core._from_secondary = gated  # type: ignore[method-assign]
+    h_w = h.send(1, WRITE, 4096)
+    proc = subprocess.Popen([sys.executable, "-c", SECONDARY_COMPLETES, h.name],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the secondary never completed its command"
+        assert json.loads(proc.stdout.readline()) == {"get": OK, "complete": OK}
+        if relay == "held":
+            assert at_gate.wait(30), "the hub never relayed the secondary's frames"
+        assert h.vds.signal_abort() == OK
+        gate.set()
+        r = h.completion(h_w, 30_000)
+        assert (r["completion_code"], r["bytes_transferred"]) == (0, 4096), r
+        h.wait_server_abort(int(AbortReason.CLIENT_SIGNAL_ABORT))
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=30)
+        assert out.strip() and json.loads(out) == {"close": OK}, err
+    finally:
+        gate.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_user_slice_of_buffer_does_not_break_close(h: Harness) -> None:

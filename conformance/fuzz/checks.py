@@ -225,13 +225,6 @@ def check_world(w: World, *, stress: bool) -> list[str]:
                 if e[4] == Win32.ERROR_OPERATION_ABORTED and (
                         cmd in late or first_abort is None or first_abort <= op.ret):
                     continue
-                if op.actor == "secondary" and e[4] == Win32.ERROR_OPERATION_ABORTED:
-                    # Known, not fixed (docs/fuzz.md, findings): a secondary's completion is
-                    # relayed by the primary's hub, and the primary's SignalAbort can overtake
-                    # it; the engine completes the command once, with 995.
-                    w.warnings.append("a secondary's accepted completion was overtaken by the "
-                                      "primary's SignalAbort (known: docs/fuzz.md)")
-                    continue
                 fails.append(f"CompleteCommand of command {cmd} returned NOERROR at step "
                              f"{op.ret} but the engine recorded {e[4]}; the set was aborted "
                              f"only at step {first_abort}: the completion was lost")

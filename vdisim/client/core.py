@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import select
 import selectors
 import socket
 import sys
@@ -107,6 +108,10 @@ class SetCore:
         os.set_blocking(self._wake_w, False)
         self._pending: dict[Channel, str] = {}  # accepted, waiting for HELLO
         self.hub: threading.Thread | None = None
+        # An ABORT for the engine that the hub sends once it has relayed what the secondaries
+        # had already sent (see abort); the lock orders it against Close's GOODBYE.
+        self._abort_up: bytes | None = None
+        self._abort_up_lock = threading.Lock()
 
     # ------------------------------------------------------------------ hub thread
     def start_hub(self) -> None:
@@ -147,9 +152,12 @@ class SetCore:
                     if tag == "wake":
                         with contextlib.suppress(OSError):
                             os.read(self._wake_r, 4096)
+                        self._send_abort_up()
                     elif tag == "listen":
                         self._accept()
                     elif isinstance(tag, Channel):
+                        if tag.closed:  # closed earlier in this round (see _send_abort_up)
+                            continue
                         try:
                             batch = tag.read_available()
                         except (PeerGone, frames.FrameError) as exc:
@@ -472,11 +480,48 @@ class SetCore:
             up = self.upstream
         data = frames.Abort(reason).encode()
         if notify_peers and up is not None:
-            up.send_quietly(data)
+            hub = self.hub
+            if secondaries and hub is not None and hub.is_alive() and not self.closing:
+                # A secondary's CompleteCommand returned NOERROR once its completion was on
+                # the socket to this process; the hub relays it to the engine when it reads
+                # it.  The ABORT must not overtake it (§8.2 ignores only completions made
+                # after the abort), so the hub relays what the secondaries have sent, then
+                # sends the ABORT (found by the fuzzer's secondary-death race, docs/fuzz.md).
+                with self._abort_up_lock:
+                    self._abort_up = data
+                if threading.current_thread() is hub:
+                    self._send_abort_up()
+                else:
+                    self._wake()
+            else:
+                up.send_quietly(data)
         if broadcast:
             for ch in secondaries:
                 if ch is not exclude:
                     ch.send_quietly(data)
+
+    def _send_abort_up(self) -> None:
+        """(hub thread) Relay every frame the secondaries have already sent, then send the
+        pending ABORT to the engine."""
+        with self._abort_up_lock:
+            data, self._abort_up = self._abort_up, None
+            if data is None:
+                return
+            with self.lock:
+                secondaries = list(self.secondaries)
+            for ch in secondaries:
+                while not ch.closed:
+                    try:
+                        if not select.select([ch.sock], [], [], 0)[0]:
+                            break
+                        batch = ch.read_available()
+                    except (OSError, ValueError, PeerGone, frames.FrameError):
+                        break  # the hub's own read reports it
+                    if not batch:
+                        break
+                    for frame in batch:
+                        self._dispatch(ch, frame)
+            self.send_up(data)
 
     def _peer_gone(self, ch: Channel, *, malformed: bool = False) -> None:
         ch.close()
@@ -543,6 +588,10 @@ class SetCore:
                 d.outstanding.clear()
                 d.queue.clear()
             views, self.views = self.views, []
+        with self._abort_up_lock:  # an ABORT the hub has not sent yet goes before GOODBYE
+            pending_abort, self._abort_up = self._abort_up, None
+        if up is not None and pending_abort is not None:
+            up.send_quietly(pending_abort)
         if (up is not None and not up.send_quietly(frames.Goodbye().encode())
                 and self.role == "primary" and self.area is not None and not self.upstream_done):
             # The engine is gone and the hub may not have read its EOF yet (a failed send

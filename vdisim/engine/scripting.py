@@ -95,6 +95,12 @@ class ScriptHost:
         vds = self._set()
         self.agent = threading.Thread(target=vds.execute_completion_agent, daemon=True)
         self.agent.start()
+        # Return once the agent reads the connection (or has already returned), so that the
+        # next step's observations do not depend on how fast the thread got going.
+        deadline = time.monotonic() + 5.0
+        while (not vds.agent_running and self.agent.is_alive()
+               and time.monotonic() < deadline):
+            time.sleep(0.0005)
         return {"hr": 0}
 
     def op_allocate_buffer(self, size: int, alignment: int = 0,
@@ -160,6 +166,7 @@ class ScriptHost:
 
     def op_state(self) -> dict[str, Any]:
         vds = self._set()
+        vds.settle()  # what the client sent before this call counts (see settle)
         return {"hr": 0, "state": vds.state.name, "abort_reason": vds.abort_reason,
                 "violations": list(vds.violations),
                 "events": [[e.call.name, e.device, e.hresult, e.a, e.b, e.c]

@@ -17,6 +17,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -161,6 +162,7 @@ class ServerVirtualDeviceSet:
         self._buffers: dict[int, ServerBuffer] = {}
         self._next_id = 1
         self._agent_running = False
+        self._agent_busy = False  # the agent is between its select() and the end of a batch
         self._last_progress = hooks.monotonic()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -493,6 +495,7 @@ class ServerVirtualDeviceSet:
                     r, _, _ = select.select([ch.sock.fileno(), self._wake_r], [], [], timeout)
                 except (OSError, ValueError):
                     break
+                self._agent_busy = True
                 if hooks.ACTIVE:
                     hooks.point("engine.agent.busy", owner=self)
                 if self._wake_r in r:
@@ -500,10 +503,12 @@ class ServerVirtualDeviceSet:
                         os.read(self._wake_r, 4096)
                 if ch.sock.fileno() in r and not self._read(ch):
                     break
+                self._agent_busy = False
                 self._check_watchdog()
         finally:
             with self.lock:
                 self._agent_running = False
+                self._agent_busy = False
             if hooks.ACTIVE:
                 hooks.point("engine.agent.exit", owner=self)
         return HResult.NOERROR
@@ -536,6 +541,41 @@ class ServerVirtualDeviceSet:
         for frame in batch:
             self._handle(frame)
         return True
+
+    @property
+    def agent_running(self) -> bool:
+        """ExecuteCompletionAgent is reading the client's connection."""
+        return self._agent_running
+
+    def settle(self, timeout: float = 2.0) -> bool:
+        """Wait until everything the client had sent when this was called (frames, and the
+        end of its connection) has been processed, by the agent if it runs, here otherwise.
+        True when settled, False at the deadline.  For observers (the scripting API's
+        ``state``): a client's Close has returned once its bytes are in the socket, but the
+        engine notices them a moment later, and an observation must not depend on that."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            ch = self._ch
+            if not self._agent_running:
+                self._drain()
+                return True
+            # The order matters: the agent sets busy before it reads and clears it after the
+            # batch (and a lost connection's abort) is processed, so "nothing left to read"
+            # followed by "not busy" means everything that had arrived is processed.
+            if ch is None or ch.closed:
+                drained = True
+            else:
+                try:
+                    drained = not select.select([ch.sock], [], [], 0)[0]
+                except (OSError, ValueError):
+                    drained = True  # closed under us: the agent is handling it
+            if drained and not self._agent_busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)  # polling a condition with a deadline, not a fixed settle time
+            delay = min(delay * 2, 0.01)
 
     def _drain(self) -> None:
         """Process frames already waiting (used before the agent runs)."""
