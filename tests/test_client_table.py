@@ -1416,7 +1416,8 @@ def test_secondary_completion_not_overtaken_by_primary_abort(h: Harness, relay: 
     is held just before relaying it (a gate on ``SetCore._from_secondary`` widens that window;
     nothing is replaced) while SignalAbort runs -- without the fix the ABORT went out first
     every time (3 of 3 runs).
-    ``free``: nothing held, the natural timing."""
+    ``free``: nothing held, the natural timing.  Either way SignalAbort returns once the
+    ABORT is on the wire."""
     h.create(2)
     h.server_configure()
     h.primary_config()
@@ -1445,7 +1446,17 @@ def test_secondary_completion_not_overtaken_by_primary_abort(h: Harness, relay: 
         assert json.loads(proc.stdout.readline()) == {"get": OK, "complete": OK}
         if relay == "held":
             assert at_gate.wait(30), "the hub never relayed the secondary's frames"
-        assert h.vds.signal_abort() == OK
+            # SignalAbort on another thread: it waits for the hub to relay first (or, without
+            # the fix, puts the ABORT on the wire at once); then the hub is let go.
+            hrs: list[int] = []
+            t = threading.Thread(target=lambda: hrs.append(h.vds.signal_abort()))
+            t.start()
+            assert wait_until(lambda: core._abort_up is not None or not t.is_alive(), 10)
+            gate.set()
+            t.join(30)
+            assert hrs == [OK]
+        else:
+            assert h.vds.signal_abort() == OK
         gate.set()
         r = h.completion(h_w, 30_000)
         assert (r["completion_code"], r["bytes_transferred"]) == (0, 4096), r

@@ -492,13 +492,35 @@ class SetCore:
                 if threading.current_thread() is hub:
                     self._send_abort_up()
                 else:
+                    # SignalAbort returns once the ABORT is on the wire, as before (real VDI
+                    # sets the abort in shared memory before it returns).
                     self._wake()
+                    self._await_abort_up(hub, up)
             else:
                 up.send_quietly(data)
         if broadcast:
             for ch in secondaries:
                 if ch is not exclude:
                     ch.send_quietly(data)
+
+    def _await_abort_up(self, hub: threading.Thread, up: Channel) -> None:
+        """Wait (bounded) until the hub has sent the pending ABORT; past the bound, send it
+        from here."""
+        with self.cond:
+            clock = hooks.monotonic if hooks.ACTIVE else time.monotonic
+            deadline = clock() + ABORT_RELAY_WAIT_S
+            while self._abort_up is not None and hub.is_alive() and not self.closing:
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    break
+                if hooks.ACTIVE:
+                    hooks.wait(self.cond, deadline, "client.abort.relay")
+                else:
+                    self.cond.wait(remaining)
+        with self._abort_up_lock:  # (waits for a relay in progress to finish)
+            data, self._abort_up = self._abort_up, None
+        if data is not None:
+            up.send_quietly(data)
 
     def _send_abort_up(self) -> None:
         """(hub thread) Relay every frame the secondaries have already sent, then send the
@@ -522,6 +544,8 @@ class SetCore:
                     for frame in batch:
                         self._dispatch(ch, frame)
             self.send_up(data)
+        with self.cond:
+            self.cond.notify_all()  # the caller of abort waits for this (_await_abort_up)
 
     def _peer_gone(self, ch: Channel, *, malformed: bool = False) -> None:
         ch.close()
@@ -621,6 +645,11 @@ class SetCore:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+#: How long a primary's abort waits for its hub to relay the secondaries' frames and send the
+#: ABORT before it sends the ABORT itself (seconds).
+ABORT_RELAY_WAIT_S = 5.0
 
 
 def deadline_from_ms(timeout_ms: int) -> float | None:
