@@ -532,7 +532,12 @@ class SetCore:
             with self.lock:
                 secondaries = list(self.secondaries)
             for ch in secondaries:
-                while not ch.closed:
+                # What is already there, in at most 16 reads of 64 KiB: far more than a
+                # secondary can have queued before the abort, and bounded, because a secondary
+                # spinning on GetCommand keeps its socket readable with EVENT frames.
+                for _ in range(16):
+                    if ch.closed:
+                        break
                     try:
                         if not select.select([ch.sock], [], [], 0)[0]:
                             break
