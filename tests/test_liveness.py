@@ -455,6 +455,51 @@ def test_client_sigkill_mid_backup(conn: Any, set_name: str) -> None:
         conn.execute(f"DROP DATABASE {db}")
 
 
+PRIMARY_WAITS = """
+import sys
+from vdisim.client import VirtualDeviceSet
+from vdisim.protocol.codes import VDF_LikePipe
+from vdisim.protocol.records import VDConfig
+name = sys.argv[1]
+v = VirtualDeviceSet()
+print("CREATED", v.create(name, VDConfig(device_count=1, features=VDF_LikePipe)), flush=True)
+hr, cfg = v.get_configuration(30000)
+hr2, dev = v.open_device(name)
+print("OPENED", hr, hr2, flush=True)
+sys.stdin.read()  # blocks until killed
+"""
+
+
+def test_server_state_counts_a_client_death_that_already_happened(conn: Any,
+                                                                 set_name: str) -> None:
+    """The scripting API's ``state()`` is taken once the engine has processed what the client
+    sent before the call, the end of its connection included (docs/engine.md): right after the
+    primary client process is reaped, the very next ``state()`` -- no polling -- shows the
+    set aborted for the client's death (§8.1).  On a quiet machine the engine usually gets
+    there first anyway (5 of 5 runs passed with the wait removed); the wait matters under
+    load, where a replayed witness read ACTIVE in 2 of 30 runs before it existed
+    (see ``ServerVirtualDeviceSet.settle``)."""
+    s = conn.script()
+    proc = spawn(PRIMARY_WAITS, set_name)
+    try:
+        assert read_line(proc) == "CREATED 0"
+        assert s.open(set_name) == OK
+        assert s.begin_configuration(WRITE_MEDIA, 512, 512, MTS) == OK
+        assert s.request_buffers(MTS, 512, 2) == OK
+        assert s.end_configuration() == OK
+        assert s.open_device() == (OK, 0)
+        s.start_agent()
+        assert read_line(proc) == "OPENED 0 0"
+        kill_group(proc)  # returns once the process is gone: its socket is closed
+        st = s.state()
+        assert (st["state"], st["abort_reason"]) == ("ABORT", AbortReason.PEER_DIED), st
+    finally:
+        kill_group(proc)
+        s.close()
+        assert wait_until(lambda: set_objects_exist(set_name) == [], 5.0), \
+            f"left behind: {set_objects_exist(set_name)}"
+
+
 def test_engine_sigkill_releases_blocked_client(set_name: str) -> None:
     """§8.1 / §8.2: the death of the engine aborts the set: a GetCommand blocked with INFINITE
     returns VD_E_ABORT within 1 s of the kill, Close returns NOERROR, and the client removes the
