@@ -945,7 +945,8 @@ REPLAY_ATTEMPTS = 5
 def replay(doc: dict[str, Any]) -> int:
     """``vdisim replay FILE`` for kind ``conform``: perform the recorded steps on a fresh
     backend (``payload.backend``, default sim) and judge them, up to ``attempts`` times (the
-    document's ``attempts``, default :data:`REPLAY_ATTEMPTS`).  0: the case passed every
+    document's ``attempts``, default :data:`REPLAY_ATTEMPTS`), each attempt with a fresh
+    executor and its own set names on that backend.  0: the case passed every
     attempt; 1: the recorded violation (``rule``; any, if none recorded) reproduced; 3:
     harness error."""
     payload = doc.get("payload") or {}
@@ -957,7 +958,11 @@ def replay(doc: dict[str, Any]) -> int:
         return 3
     name = str(payload.get("backend") or "sim")
     options = dict(payload.get("options") or {})
-    attempts = max(1, int(doc.get("attempts") or REPLAY_ATTEMPTS))
+    try:
+        attempts = max(1, int(doc.get("attempts") or REPLAY_ATTEMPTS))
+    except (TypeError, ValueError):
+        print(f"vdisim replay: attempts must be a whole number, not {doc.get('attempts')!r}")
+        return 3
     print(f"replaying {len(steps)} steps on backend {name}"
           + (f" (rule {rule_id})" if rule_id else "") + f", up to {attempts} attempts")
     relevant: list[Violation] = []
