@@ -579,3 +579,30 @@ def test_dev_shm_too_small(tmp_path: Any) -> None:
     assert out["client_after_abort"] == ABORT
     assert out["close2"] == OK and out["s_close"] == OK
     assert out["shm_left"] == []
+
+
+# ------------------------------------------------------------------------------ process umask
+
+
+def test_create_never_touches_the_process_umask(set_name: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create binds the set's socket 0600 without changing the umask: the umask is per
+    process, and a library that swaps it races with the program's other threads.  (The old
+    code set 0177 around bind; two overlapping Creates could leave it at 0177 for good, and
+    every file the program made afterwards was 0600 -- a CI run lost its compiled binaries'
+    execute bits that way.)"""
+    calls: list[int] = []
+    real = os.umask
+
+    def spy(mask: int) -> int:
+        calls.append(mask)
+        return real(mask)
+    monkeypatch.setattr(os, "umask", spy)
+    v = VirtualDeviceSet()
+    assert v.create(set_name, VDConfig(device_count=1)) == HResult.NOERROR
+    try:
+        key = naming.set_key(None, set_name)
+        assert os.stat(naming.socket_path(key)).st_mode & 0o777 == 0o600
+    finally:
+        assert v.close() == HResult.NOERROR
+    assert calls == []

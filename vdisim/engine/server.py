@@ -318,11 +318,8 @@ def serve(address: str, data_dir: str, seed: int = 0, quiet: bool = False,
     if family == socket.AF_UNIX:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
-        old = os.umask(0o177)
-        try:
-            lsock.bind(target)
-        finally:
-            os.umask(old)
+        lsock.bind(target)  # 0600 before listen(): nobody can connect before that, and the
+        os.chmod(target, 0o600)  # umask is left alone (it is per process, not per thread)
     else:
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lsock.bind(target)

@@ -133,18 +133,26 @@ class Channel:
 
 
 def listen(path: str) -> socket.socket:
-    """Bind a listening AF_UNIX socket at ``path`` with mode 0600."""
+    """Bind a listening AF_UNIX socket at ``path`` with mode 0600.
+
+    The mode is set between bind and listen, when nobody can connect yet (connect needs a
+    listening socket), and never through the umask: the umask is per process, and changing it
+    here raced with other threads of the caller's program (two overlapping Creates could leave
+    it at 0177 for good, and every file the program made afterwards was 0600)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
     try:
         sock.bind(path)
     except OSError:
         sock.close()
         raise
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(128)
+    try:
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
     return sock
 
 

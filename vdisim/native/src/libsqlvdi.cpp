@@ -1336,7 +1336,7 @@ int ClientVirtualDeviceSet::Create(char *name, VDConfig *cfg) {
     memcpy(c + NAME_OFFSET, sname.data(), sname.size());
     memcpy(c + INSTANCE_OFFSET, "MSSQLSERVER", 11);
     memcpy(c, h.data(), h.size());
-    // The control socket: bound under umask 0177, then chmod 0600, backlog 128.
+    // The control socket: bound, then chmod 0600, then listen with backlog 128.
     if (access(sock_path.c_str(), F_OK) == 0) {
         if (socket_alive(sock_path)) {
             core->shutdown_all();
@@ -1349,9 +1349,9 @@ int ClientVirtualDeviceSet::Create(char *name, VDConfig *cfg) {
     memset(&a, 0, sizeof a);
     a.sun_family = AF_UNIX;
     strncpy(a.sun_path, sock_path.c_str(), sizeof a.sun_path - 1);
-    mode_t old = umask(0177);
+    // Mode 0600 is set between bind and listen (nobody can connect before listen); the
+    // umask is per process, so changing it here would race with the client's other threads.
     int brc = ls >= 0 ? bind(ls, (struct sockaddr *)&a, sizeof a) : -1;
-    umask(old);
     if (brc != 0 || chmod(sock_path.c_str(), 0600) != 0 || listen(ls, 128) != 0) {
         if (ls >= 0) ::close(ls);
         if (brc == 0) unlink(sock_path.c_str());
